@@ -1,0 +1,125 @@
+"""Every knob of the dataflow, read from `ENRICH_*` environment variables.
+
+An optional dotenv file named by `ENRICH_ENV_FILE` is read first; real
+environment variables override it. A bad value stops start-up with a message
+that names the environment variable, not a Python field name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from operators.records import FieldType
+
+ENV_PREFIX = "ENRICH_"
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
+
+
+class SettingsError(ValueError):
+    """Start-up refused because of a bad setting; the message names it."""
+
+
+def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
+    for name in names:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid column name (letters, digits, underscore; "
+                "starts with a letter; at most 30 characters)"
+            )
+    return names
+
+
+class Settings(BaseSettings):
+    """Validated settings; see the README's settings table for each one."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    source: Literal["demo"] = "demo"
+
+    lookup_field: str = "security_id"
+    event_id_field: str = "event_id"
+    event_time_field: str = "ts"
+    event_fields: dict[str, FieldType] = {"price": "float", "size": "int"}
+    reference_columns: dict[str, FieldType] = {"cusip": "str", "name": "str", "sector": "str"}
+    reference_version_field: str = "version"
+    max_record_bytes: int = Field(65_536, gt=0)
+
+    join_type: Literal["left", "inner"] = "left"
+    miss_policy: Literal["defaults", "dead_letter", "pass_through"] = "defaults"
+    miss_defaults: dict[str, Any] = {}
+    miss_timeout_seconds: float = Field(5.0, gt=0)
+    max_pending_per_key: int = Field(1_000, gt=0)
+    max_pending_per_shard: int = Field(100_000, gt=0)
+    shards: int = Field(64, gt=0, le=4096)
+
+    sqlite_path: Path = Path("demo-output/enriched.sqlite")
+    table: str = "enriched_events"
+    sink_partitions: int = Field(4, gt=0, le=1024)
+    sink_batch_size: int = Field(5_000, gt=0)
+    dead_letter_path: Path = Path("demo-output/dead_letters.jsonl")
+
+    demo_events: int = Field(200_000, ge=0)
+    demo_references: int = Field(10_000, gt=0)
+    demo_seed: int = 42
+    demo_partitions: int = Field(4, gt=0, le=256)
+    demo_batch_size: int = Field(1_000, gt=0)
+    demo_rate: float = Field(0.0, ge=0)
+
+    progress_seconds: float = Field(2.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("event_fields", "reference_columns")
+    @classmethod
+    def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_identifiers(value)
+
+    @field_validator("table")
+    @classmethod
+    def _table_is_identifier(cls, value: str) -> str:
+        _check_identifiers({value: None})
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if not self.reference_columns:
+            raise ValueError("reference_columns: at least one reference column is needed")
+        clash = set(self.event_fields) & set(self.reference_columns)
+        if clash:
+            raise ValueError(
+                f"reference_columns: {sorted(clash)} also named in event_fields; "
+                "a column can come from only one side"
+            )
+        unknown = set(self.miss_defaults) - set(self.reference_columns)
+        if unknown:
+            raise ValueError(f"miss_defaults: {sorted(unknown)} are not reference columns")
+        return self
+
+    def defaults_row(self) -> tuple[Any, ...]:
+        """The reference values a miss gets under the `defaults` policy."""
+        return tuple(self.miss_defaults.get(name) for name in self.reference_columns)
+
+
+def _env_name(loc: tuple[Any, ...], message: str) -> str:
+    if loc:
+        return f"{ENV_PREFIX}{str(loc[0]).upper()}"
+    field = message.split(":", 1)[0].strip()
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings, or raise SettingsError naming every bad variable."""
+    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {_env_name(err['loc'], message)}: {message}")
+        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

@@ -1,0 +1,152 @@
+"""Decode and validate raw source records into events and reference updates.
+
+Everything a producer can get wrong is caught here and turned into a
+`DeadLetter` that carries the original bytes, so the enrichment step only ever
+sees well-formed records and a bad record never stops the dataflow.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError, create_model
+from pydantic import Field as PydanticField
+
+from operators.records import DeadLetter, Event, FieldType, Kind, RawRecord, RefUpdate, Version
+
+_PY_TYPES: dict[FieldType, Any] = {"str": str, "int": int, "float": float, "bool": bool}
+
+LookupId = Annotated[StrictStr, PydanticField(min_length=1)] | StrictInt
+"""Ids may be strings or integers; both are keyed by their text."""
+
+
+class Invalid(Exception):
+    """A record failed validation; `reason` is the dead-letter reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if not value:
+        raise Invalid("empty_value", "the record has no value")
+    if len(value) > max_bytes:
+        raise Invalid("oversized", f"{len(value)} bytes is more than the limit of {max_bytes}")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Invalid("invalid_utf8", str(exc)) from None
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Invalid("invalid_json", str(exc)) from None
+    if not isinstance(obj, dict):
+        raise Invalid("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Validates records against the configured event and reference schema."""
+
+    lookup_field: str
+    event_id_field: str
+    event_time_field: str
+    event_fields: dict[str, FieldType]
+    reference_columns: dict[str, FieldType]
+    reference_version_field: str
+    max_record_bytes: int
+    _event_model: type[BaseModel] = field(init=False, repr=False, compare=False)
+    _reference_model: type[BaseModel] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        config = ConfigDict(extra="ignore")
+        event_model = create_model(  # type: ignore[call-overload]
+            "EventModel",
+            __config__=config,
+            lookup_id=(LookupId, PydanticField(alias=self.lookup_field)),
+            event_id=(LookupId | None, PydanticField(None, alias=self.event_id_field)),
+            event_time=(float | datetime | None, PydanticField(None, alias=self.event_time_field)),
+            **{
+                f"f_{name}": (_PY_TYPES[kind] | None, PydanticField(None, alias=name))
+                for name, kind in self.event_fields.items()
+            },
+        )
+        reference_model = create_model(  # type: ignore[call-overload]
+            "ReferenceModel",
+            __config__=config,
+            version=(
+                float | datetime | None,
+                PydanticField(None, alias=self.reference_version_field),
+            ),
+            **{
+                f"c_{name}": (_PY_TYPES[kind] | None, PydanticField(None, alias=name))
+                for name, kind in self.reference_columns.items()
+            },
+        )
+        object.__setattr__(self, "_event_model", event_model)
+        object.__setattr__(self, "_reference_model", reference_model)
+
+    def decode(self, raw: RawRecord) -> Event | RefUpdate | DeadLetter:
+        try:
+            if raw.kind is Kind.EVENT:
+                return self._event(raw)
+            return self._reference(raw)
+        except Invalid as exc:
+            return DeadLetter(exc.reason, exc.detail, raw.value, raw.key, raw.origin)
+
+    def _event(self, raw: RawRecord) -> Event:
+        obj = _load_object(raw.value, self.max_record_bytes)
+        if obj.get(self.lookup_field) is None:
+            raise Invalid("missing_lookup_id", f"the event has no {self.lookup_field!r}")
+        try:
+            model = self._event_model.model_validate(obj)
+        except ValidationError as exc:
+            raise Invalid("invalid_field", _describe(exc)) from None
+        values = model.__dict__
+        for name in self.event_fields:
+            if name in obj:
+                obj[name] = values[f"f_{name}"]
+        event_id = values["event_id"]
+        return Event(
+            event_id=raw.origin if event_id is None else str(event_id),
+            lookup_id=str(values["lookup_id"]),
+            event_time=_epoch(values["event_time"]),
+            fields=obj,
+            origin=raw.origin,
+        )
+
+    def _reference(self, raw: RawRecord) -> RefUpdate:
+        if not raw.key:
+            raise Invalid("missing_lookup_id", "the reference record has no key")
+        try:
+            lookup_id = raw.key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Invalid("invalid_utf8", f"key: {exc}") from None
+        if raw.value is None:
+            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay)
+        obj = _load_object(raw.value, self.max_record_bytes)
+        try:
+            model = self._reference_model.model_validate(obj)
+        except ValidationError as exc:
+            raise Invalid("invalid_field", _describe(exc)) from None
+        values = model.__dict__
+        row = tuple(values[f"c_{name}"] for name in self.reference_columns)
+        return RefUpdate(lookup_id, row, _epoch(values["version"]), raw.origin, raw.replay)
+
+
+def _epoch(value: float | datetime | None) -> Version | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return value

@@ -1,0 +1,102 @@
+"""The records that flow between steps.
+
+NamedTuples rather than pydantic models: they are created once per event on
+the hot path, where a tuple costs a fraction of a model, and they pickle
+compactly into recovery snapshots. Validation happens once, in `decode`.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal, NamedTuple
+
+FieldType = Literal["str", "int", "float", "bool"]
+"""The types a declared event field or reference column may have."""
+
+Version = int | float
+"""A reference row version: a number, or a timestamp as epoch seconds."""
+
+
+class Kind(StrEnum):
+    EVENT = "event"
+    REFERENCE = "reference"
+
+
+class RawRecord(NamedTuple):
+    """Bytes as a source delivered them, before any validation.
+
+    `origin` says where the record came from (`source/topic/partition/offset`)
+    so a dead letter can point back at it and an event without an id gets one
+    that is stable across replays. `replay` marks a reference record re-read
+    to rebuild state after a restart: it restores a row but must not release
+    or re-dead-letter anything, because its effects were already committed.
+    """
+
+    kind: Kind
+    key: bytes | None
+    value: bytes | None
+    origin: str
+    replay: bool = False
+
+
+class Event(NamedTuple):
+    """A validated event.
+
+    `fields` is the whole decoded JSON object, with declared fields coerced to
+    their declared types, so nothing the producer sent is lost.
+    """
+
+    event_id: str
+    lookup_id: str
+    event_time: float | None
+    fields: dict[str, Any]
+    origin: str
+
+
+class RefUpdate(NamedTuple):
+    """A validated reference update; `row` is None for a tombstone.
+
+    `row` holds only the projected columns, in configured order, so state
+    never carries columns nobody asked for.
+    """
+
+    lookup_id: str
+    row: tuple[Any, ...] | None
+    version: Version | None
+    origin: str
+    replay: bool = False
+
+
+class Status(StrEnum):
+    ENRICHED = "enriched"
+    LATE_ENRICHED = "late_enriched"
+    LOOKUP_MISS = "lookup_miss"
+
+
+class MissReason(StrEnum):
+    """Why a pending event stopped waiting for its reference row."""
+
+    TIMEOUT = "timeout"
+    OVERFLOW = "overflow"
+    END_OF_INPUT = "end_of_input"
+
+
+class Enriched(NamedTuple):
+    """An event with the reference row it was joined with (None on a miss)."""
+
+    event: Event
+    row: tuple[Any, ...] | None
+    version: Version | None
+    status: Status
+    miss_reason: MissReason | None
+    waited_ms: float
+
+
+class DeadLetter(NamedTuple):
+    """A record that could not be processed, with why and where from."""
+
+    reason: str
+    detail: str
+    payload: bytes | None
+    key: bytes | None
+    origin: str

@@ -1,0 +1,57 @@
+"""Where records go: the enrichment shard and the sink partition.
+
+Hashes are stable across processes (crc32, never Python's salted `hash`), so
+every worker and every restart sends a key to the same place. Grouping a whole
+batch per destination keeps the runtime's cost at one item per destination
+per batch rather than one per event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from zlib import crc32
+
+from operators.records import DeadLetter, Enriched, Event, RefUpdate
+
+
+def names(count: int) -> list[str]:
+    """Zero-padded names whose sorted order is their numeric order."""
+    width = len(str(count - 1))
+    return [f"{i:0{width}d}" for i in range(count)]
+
+
+def by_shard(
+    items: Iterable[Event | RefUpdate], shard_names: Sequence[str]
+) -> list[tuple[str, list[Event | RefUpdate]]]:
+    """Group records by shard of their lookup id, keeping arrival order."""
+    count = len(shard_names)
+    groups: dict[str, list[Event | RefUpdate]] = {}
+    for item in items:
+        shard = shard_names[crc32(item.lookup_id.encode()) % count]
+        group = groups.get(shard)
+        if group is None:
+            groups[shard] = [item]
+        else:
+            group.append(item)
+    return list(groups.items())
+
+
+def by_partition(
+    outputs: Iterable[Iterable[Enriched | DeadLetter]], partition_names: Sequence[str]
+) -> tuple[list[tuple[str, list[Enriched]]], list[DeadLetter]]:
+    """Group enriched records by sink partition of their event id."""
+    count = len(partition_names)
+    groups: dict[str, list[Enriched]] = {}
+    dead: list[DeadLetter] = []
+    for batch in outputs:
+        for record in batch:
+            if type(record) is DeadLetter:
+                dead.append(record)
+                continue
+            part = partition_names[crc32(record.event.event_id.encode()) % count]  # type: ignore[union-attr]
+            group = groups.get(part)
+            if group is None:
+                groups[part] = [record]  # type: ignore[list-item]
+            else:
+                group.append(record)  # type: ignore[arg-type]
+    return list(groups.items()), dead

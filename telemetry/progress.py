@@ -1,0 +1,104 @@
+"""Progress lines while the dataflow runs and a summary when the process ends.
+
+Both read the Prometheus registry, so they show exactly what the metrics
+endpoint would, for this process.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+
+from prometheus_client import Metric
+from prometheus_client.registry import REGISTRY
+
+log = logging.getLogger("enrich.progress")
+
+
+def _samples(name: str) -> dict[tuple[str, ...], float]:
+    """Current values of one metric family, keyed by label values."""
+    for family in REGISTRY.collect():
+        if family.name == name:
+            return _by_labels(family)
+    return {}
+
+
+def _by_labels(family: Metric) -> dict[tuple[str, ...], float]:
+    values: dict[tuple[str, ...], float] = {}
+    for sample in family.samples:
+        if sample.name.endswith("_created"):
+            continue
+        values[tuple(sample.labels.values())] = sample.value
+    return values
+
+
+def _total(name: str) -> int:
+    return int(sum(_samples(name).values()))
+
+
+class Progress:
+    """Logs a line every `interval` seconds and a summary at exit."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        if self._interval > 0:
+            threading.Thread(target=self._run, name="progress", daemon=True).start()
+        atexit.register(self.finish)
+
+    def finish(self) -> None:
+        self._stop.set()
+        log.info("%s", self.summary())
+
+    def _run(self) -> None:
+        last_events, last_time = 0, self._started
+        while not self._stop.wait(self._interval):
+            now = time.monotonic()
+            events = int(_samples("enrich_records_in").get(("event",), 0))
+            rate = (events - last_events) / max(now - last_time, 1e-9)
+            last_events, last_time = events, now
+            outcomes = _samples("enrich_events_out")
+            log.info(
+                "events %s (%s/s) | enriched %s late %s miss %s | dead letters %s | "
+                "pending %s | rows held %s | sink rows %s",
+                f"{events:,}",
+                f"{rate:,.0f}",
+                f"{int(outcomes.get(('enriched', ''), 0)):,}",
+                f"{int(outcomes.get(('late_enriched', ''), 0)):,}",
+                f"{int(sum(v for k, v in outcomes.items() if k[0] == 'lookup_miss')):,}",
+                f"{_total('enrich_dead_letters'):,}",
+                f"{_total('enrich_pending_events'):,}",
+                f"{_total('enrich_reference_rows'):,}",
+                f"{_total('enrich_sink_rows'):,}",
+            )
+
+    def summary(self) -> str:
+        elapsed = time.monotonic() - self._started
+        records = _samples("enrich_records_in")
+        events = int(records.get(("event",), 0))
+        lines = [
+            "run summary (this process)",
+            f"  events read          {events:>12,}  in {elapsed:.1f} s "
+            f"({events / max(elapsed, 1e-9):,.0f} events/s)",
+            f"  reference records    {int(records.get(('reference',), 0)):>12,}",
+            "  events out by status:",
+        ]
+        for (status, reason), count in sorted(_samples("enrich_events_out").items()):
+            label = f"{status} ({reason})" if reason else status
+            lines.append(f"    {label:<28}{int(count):>12,}")
+        excluded = _total("enrich_inner_join_excluded")
+        if excluded:
+            lines.append(f"    {'excluded by inner join':<28}{excluded:>12,}")
+        lines.append("  dead letters by reason:")
+        for (reason,), count in sorted(_samples("enrich_dead_letters").items()):
+            lines.append(f"    {reason:<28}{int(count):>12,}")
+        lines.append("  reference updates:")
+        for (outcome,), count in sorted(_samples("enrich_reference_updates").items()):
+            lines.append(f"    {outcome:<28}{int(count):>12,}")
+        lines.append(f"  rows upserted to sink{_total('enrich_sink_rows'):>11,}")
+        return "\n".join(lines)

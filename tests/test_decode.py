@@ -1,0 +1,128 @@
+"""Every way a producer can get a record wrong ends as a dead letter with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from operators.decode import Decoder
+from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate
+
+DECODER = Decoder(
+    lookup_field="security_id",
+    event_id_field="event_id",
+    event_time_field="ts",
+    event_fields={"price": "float", "size": "int"},
+    reference_columns={"cusip": "str", "name": "str"},
+    reference_version_field="version",
+    max_record_bytes=1_000,
+)
+
+
+def event(value: bytes | None) -> RawRecord:
+    return RawRecord(Kind.EVENT, None, value, "events/0/7")
+
+
+def reference(key: bytes | None, value: bytes | None) -> RawRecord:
+    return RawRecord(Kind.REFERENCE, key, value, "refs/1/3")
+
+
+def dumps(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_valid_event_keeps_every_field_and_coerces_declared_ones() -> None:
+    raw = event(dumps({"event_id": 9, "security_id": "S1", "price": "1.5", "ts": 10, "x": [1]}))
+    result = DECODER.decode(raw)
+    assert result == Event(
+        "9",
+        "S1",
+        10.0,
+        {"event_id": 9, "security_id": "S1", "price": 1.5, "ts": 10, "x": [1]},
+        "events/0/7",
+    )
+
+
+def test_event_without_id_gets_one_from_its_origin() -> None:
+    result = DECODER.decode(event(dumps({"security_id": 42})))
+    assert isinstance(result, Event)
+    assert result.event_id == "events/0/7"
+    assert result.lookup_id == "42"
+
+
+def test_event_time_accepts_iso_timestamps() -> None:
+    result = DECODER.decode(event(dumps({"security_id": "S", "ts": "1970-01-01T00:01:00Z"})))
+    assert isinstance(result, Event)
+    assert result.event_time == 60.0
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "detail"),
+    [
+        (b"{not json", "invalid_json", "Expecting"),
+        (b"\xff\xfe{}", "invalid_utf8", "utf-8"),
+        (b"[1, 2]", "not_an_object", "list"),
+        (b"", "empty_value", "no value"),
+        (None, "empty_value", "no value"),
+        (dumps({"price": 1.0}), "missing_lookup_id", "security_id"),
+        (dumps({"security_id": None}), "missing_lookup_id", "security_id"),
+        (dumps({"security_id": ""}), "invalid_field", "security_id"),
+        (dumps({"security_id": {"a": 1}}), "invalid_field", "security_id"),
+        (dumps({"security_id": "S", "price": "abc"}), "invalid_field", "price"),
+        (dumps({"security_id": "S", "size": 1.5}), "invalid_field", "size"),
+        (dumps({"security_id": "S", "ts": "yesterday"}), "invalid_field", "ts"),
+        (dumps({"security_id": "S", "pad": "x" * 2_000}), "oversized", "limit of 1000"),
+    ],
+)
+def test_bad_events_become_dead_letters_with_payload_and_origin(
+    value: bytes | None, reason: str, detail: str
+) -> None:
+    result = DECODER.decode(event(value))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == reason
+    assert detail in result.detail
+    assert result.payload == value
+    assert result.origin == "events/0/7"
+
+
+def test_reference_row_is_projected_to_the_configured_columns_in_order() -> None:
+    raw = reference(b"S1", dumps({"name": "Acme", "cusip": "123", "wide": "x" * 50, "version": 3}))
+    assert DECODER.decode(raw) == RefUpdate("S1", ("123", "Acme"), 3.0, "refs/1/3")
+
+
+def test_reference_missing_columns_are_null_and_timestamps_are_versions() -> None:
+    result = DECODER.decode(reference(b"S1", dumps({"version": "1970-01-02T00:00:00Z"})))
+    assert result == RefUpdate("S1", (None, None), 86_400.0, "refs/1/3")
+
+
+def test_reference_tombstone() -> None:
+    assert DECODER.decode(reference(b"S1", None)) == RefUpdate("S1", None, None, "refs/1/3")
+
+
+def test_replay_flag_is_carried() -> None:
+    raw = reference(b"S1", None)._replace(replay=True)
+    result = DECODER.decode(raw)
+    assert isinstance(result, RefUpdate)
+    assert result.replay
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        (None, dumps({"name": "x"}), "missing_lookup_id"),
+        (b"", dumps({"name": "x"}), "missing_lookup_id"),
+        (b"\xff", dumps({"name": "x"}), "invalid_utf8"),
+        (b"S1", b"{", "invalid_json"),
+        (b"S1", dumps({"version": "new"}), "invalid_field"),
+        (b"S1", dumps({"name": 5}), "invalid_field"),
+    ],
+)
+def test_bad_reference_records_become_dead_letters(
+    key: bytes | None, value: bytes, reason: str
+) -> None:
+    result = DECODER.decode(reference(key, value))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == reason
+    assert result.key == key
+    assert result.payload == value
