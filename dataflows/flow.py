@@ -9,10 +9,6 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import Sink
-from sinks.dialect import SqliteDialect
-from sinks.table import EnrichedTable
-from sinks.upsert import UpsertSink
-from sources.demo import DemoConfig, DemoSource
 
 from dataflows.settings import Settings
 from operators import routing
@@ -21,6 +17,10 @@ from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
 from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate
 from sinks.dead_letter import dead_letter_file, to_line
+from sinks.dialect import SqliteDialect
+from sinks.table import EnrichedTable
+from sinks.upsert import UpsertSink
+from sources.demo import DemoConfig, DemoSource
 from telemetry import metrics
 from telemetry.record import record_dead_letters, record_tally
 
@@ -117,9 +117,9 @@ def build_flow(
         groups, dead = routing.by_partition((outputs for _, outputs in batch), partition_names)
         return [*groups, *dead]
 
-    def dead_letter_line(letter: DeadLetter) -> str:
+    def dead_letter_line(letter: DeadLetter) -> tuple[str, str]:
         record_dead_letters((letter,))
-        return to_line(letter)
+        return "dead_letters", to_line(letter)
 
     flow = Dataflow("enrich")
     raw = op.input("input", flow, source or demo_source(settings))

@@ -1,5 +1,7 @@
 """Decode and validate raw source records into events and reference updates.
 
+JSON is parsed by pydantic-core's parser, several times faster than `json`.
+
 Everything a producer can get wrong is caught here and turned into a
 `DeadLetter` that carries the original bytes, so the enrichment step only ever
 sees well-formed records and a bad record never stops the dataflow.
@@ -7,13 +9,13 @@ sees well-formed records and a bad record never stops the dataflow.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError, create_model
 from pydantic import Field as PydanticField
+from pydantic_core import from_json
 
 from operators.records import DeadLetter, Event, FieldType, Kind, RawRecord, RefUpdate, Version
 
@@ -44,12 +46,12 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     if len(value) > max_bytes:
         raise Invalid("oversized", f"{len(value)} bytes is more than the limit of {max_bytes}")
     try:
-        text = value.decode("utf-8")
+        value.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Invalid("invalid_utf8", str(exc)) from None
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
+        obj = from_json(value)
+    except ValueError as exc:
         raise Invalid("invalid_json", str(exc)) from None
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"expected a JSON object, got {type(obj).__name__}")

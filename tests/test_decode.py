@@ -60,7 +60,7 @@ def test_event_time_accepts_iso_timestamps() -> None:
 @pytest.mark.parametrize(
     ("value", "reason", "detail"),
     [
-        (b"{not json", "invalid_json", "Expecting"),
+        (b"{not json", "invalid_json", "line 1"),
         (b"\xff\xfe{}", "invalid_utf8", "utf-8"),
         (b"[1, 2]", "not_an_object", "list"),
         (b"", "empty_value", "no value"),

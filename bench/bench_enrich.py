@@ -1,0 +1,324 @@
+"""Measures the enrichment step and the whole demo; prints Markdown tables.
+
+    python bench/bench_enrich.py step      # events/s per worker, hits and misses
+    python bench/bench_enrich.py memory    # bytes per held reference row
+    python bench/bench_enrich.py snapshot  # snapshot cost against table size
+    python bench/bench_enrich.py demo      # the whole demo, 1 and 2 workers
+    python bench/bench_enrich.py all
+
+Each measurement runs in a fresh process where memory matters, and every
+dataflow run has recovery on with 1 s epochs, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.operators import StatefulLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.testing import run_main
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from operators import routing  # noqa: E402
+from operators.enrich_step import builder  # noqa: E402
+from operators.enrichment import EnrichConfig, ShardEnricher  # noqa: E402
+from operators.records import Event, RefUpdate  # noqa: E402
+
+BATCH = 10_000
+SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
+
+
+def reference_updates(count: int, start: int = 0) -> list[RefUpdate]:
+    """Rows of 3 short columns with fresh strings, as a decoder would make them."""
+    return [
+        RefUpdate(
+            f"SEC{i:07d}",
+            (f"{i:09d}", f"Company {i}", SECTORS[i % len(SECTORS)]),
+            1,
+            "bench",
+        )
+        for i in range(start, start + count)
+    ]
+
+
+def events(count: int, keys: int, miss_every: int = 0) -> list[Event]:
+    """Quote events over `keys` ids; every `miss_every`-th asks for an absent id."""
+    out = []
+    for i in range(count):
+        key = f"SEC{i % keys:07d}"
+        if miss_every and i % miss_every == 0:
+            key = f"NEW{i % 1000:07d}"
+        out.append(Event(f"Q{i}", key, None, {"price": 1.0, "size": 100}, "bench"))
+    return out
+
+
+class _ListPartition(StatefulSourcePartition[Any, int]):
+    def __init__(self, batches: list[list[Any]], start: int) -> None:
+        self._batches = batches
+        self._next = start
+
+    def next_batch(self) -> list[Any]:
+        if self._next >= len(self._batches):
+            raise StopIteration
+        self._next += 1
+        return self._batches[self._next - 1]
+
+    def snapshot(self) -> int:
+        return self._next
+
+
+class ListSource(FixedPartitionedSource[Any, int]):
+    """Pre-built batches from memory, so the source costs nothing measurable."""
+
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self._batches = batches
+
+    def list_parts(self) -> list[str]:
+        return ["0"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ListPartition:
+        return _ListPartition(self._batches, resume_state or 0)
+
+
+class _Count(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        CountSink.seen += sum(len(outputs) for _, outputs in items)
+
+
+class CountSink(DynamicSink[Any]):
+    seen = 0
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Count:
+        return _Count()
+
+
+def _run_with_recovery(flow: Dataflow) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        init_db_dir(Path(tmp), 1)
+        started = time.perf_counter()
+        run_main(
+            flow,
+            epoch_interval=timedelta(seconds=1),
+            recovery_config=RecoveryConfig(tmp),
+        )
+        return time.perf_counter() - started
+
+
+def sharded_flow(items: list[Any], config: EnrichConfig, shards: int) -> Dataflow:
+    names = routing.names(shards)
+    flow = Dataflow("bench_sharded")
+    raw = op.input(
+        "in", flow, ListSource([items[i : i + BATCH] for i in range(0, len(items), BATCH)])
+    )
+    keyed = op.flat_map_batch("route", raw, lambda batch: routing.by_shard(batch, names))
+    enriched = op.stateful_batch("enrich", keyed, builder(config, time.time, lambda _: None))
+    op.output("out", enriched, CountSink())
+    return flow
+
+
+class _NaiveLogic(StatefulLogic[Any, Any, Any]):
+    """One Bytewax key per lookup id, row in the snapshot: the simple baseline."""
+
+    def __init__(self, state: Any) -> None:
+        self.row = state
+
+    def on_item(self, item: Any) -> tuple[list[Any], bool]:
+        if type(item) is RefUpdate:
+            self.row = item.row
+            return [], False
+        return [[(item, self.row)]], False
+
+    def snapshot(self) -> Any:
+        return self.row
+
+
+def naive_flow(items: list[Any]) -> Dataflow:
+    flow = Dataflow("bench_naive")
+    raw = op.input(
+        "in", flow, ListSource([items[i : i + BATCH] for i in range(0, len(items), BATCH)])
+    )
+    keyed = op.key_on("key", raw, lambda item: item.lookup_id)
+    enriched = op.stateful("enrich", keyed, _NaiveLogic)
+    op.output("out", enriched, CountSink())
+    return flow
+
+
+def dict_join(rows: list[RefUpdate], stream: list[Event]) -> float:
+    """The ceiling: a plain loop over a dict, no runtime, no state handling."""
+    table = {update.lookup_id: update.row for update in rows}
+    started = time.perf_counter()
+    out = []
+    for event in stream:
+        row = table.get(event.lookup_id)
+        if row is not None:
+            out.append((event, row))
+    return time.perf_counter() - started
+
+
+def bench_step(n_events: int, n_rows: int) -> list[str]:
+    config = EnrichConfig(timeout_seconds=3600.0, miss_policy="defaults", defaults=(None,) * 3)
+    rows = reference_updates(n_rows)
+    lines = ["| design | workload | events | seconds | events/s |", "|---|---|---|---|---|"]
+    for label, miss_every in (("hits only", 0), ("1 in 20 misses", 20)):
+        stream = events(n_events, n_rows, miss_every)
+        for name, flow in (
+            ("64 shards, batch logic (ours)", sharded_flow(rows + stream, config, 64)),
+            ("one key per id (baseline)", naive_flow(rows + stream)),
+        ):
+            CountSink.seen = 0
+            gc.collect()
+            seconds = _run_with_recovery(flow)
+            lines.append(
+                f"| {name} | {label}, {n_rows:,} rows | {CountSink.seen:,} | {seconds:.2f} | "
+                f"{n_events / seconds:,.0f} |"
+            )
+    seconds = dict_join(rows, events(n_events, n_rows))
+    lines.append(
+        f"| plain dict-join loop (ceiling) | hits only, {n_rows:,} rows | {n_events:,} | "
+        f"{seconds:.2f} | {n_events / seconds:,.0f} |"
+    )
+    return lines
+
+
+def measure_memory(n_rows: int) -> float:
+    """Bytes held per reference row: keys, values, row tuples and the dict."""
+    config = EnrichConfig(timeout_seconds=60.0)
+    shards = [ShardEnricher(config) for _ in range(64)]
+    names = routing.names(64)
+    index = {name: i for i, name in enumerate(names)}
+    gc.collect()
+    tracemalloc.start()
+    for start in range(0, n_rows, BATCH):
+        chunk = reference_updates(min(BATCH, n_rows - start), start)
+        for shard, items in routing.by_shard(chunk, names):
+            shards[index[shard]].process(items, 0.0)
+        del chunk
+    gc.collect()
+    held, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sum(len(s.rows) for s in shards) == n_rows
+    return held / n_rows
+
+
+def bench_snapshot() -> list[str]:
+    lines = [
+        "| rows held in shard | pending events | snapshot() time | pickled bytes |",
+        "|---|---|---|---|",
+    ]
+    config = EnrichConfig(timeout_seconds=60.0)
+    for n_rows in (10_000, 1_000_000):
+        for pending in (0, 100):
+            shard = ShardEnricher(config)
+            shard.process(reference_updates(n_rows), 0.0)
+            shard.process(events(pending, 1, 1), 0.0)
+            repeats = 1000
+            started = time.perf_counter()
+            for _ in range(repeats):
+                state = pickle.dumps(shard.snapshot())
+            per_call = (time.perf_counter() - started) / repeats
+            lines.append(f"| {n_rows:,} | {pending} | {per_call * 1e6:,.1f} µs | {len(state):,} |")
+    return lines
+
+
+def bench_demo() -> list[str]:
+    lines = ["| workers | events | seconds | events/s |", "|---|---|---|---|"]
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            env = {
+                **os.environ,
+                "ENRICH_SQLITE_PATH": f"{tmp}/out.sqlite",
+                "ENRICH_DEAD_LETTER_PATH": f"{tmp}/dlq.jsonl",
+                "ENRICH_PROGRESS_SECONDS": "0",
+                "PYTHONPATH": str(ROOT),
+            }
+            init_db_dir(Path(tmp, "rec"), workers)
+            started = time.perf_counter()
+            subprocess.run(
+                [
+                    sys.executable, "-m", "bytewax.run", "dataflows.enrich",
+                    "-w", str(workers), "-r", f"{tmp}/rec", "-s", "1",
+                ],
+                env=env, check=True, capture_output=True,
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            events_count = 200_000
+            lines.append(
+                f"| {workers} | {events_count:,} | {seconds:.2f} | {events_count / seconds:,.0f} |"
+            )
+    return lines
+
+
+def _in_subprocess(func: str, *args: Any) -> Any:
+    """Run a measurement in a fresh interpreter so earlier runs do not skew it."""
+    code = f"import json, bench.bench_enrich as b; print(json.dumps(b.{func}(*{args!r})))"
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["step", "memory", "snapshot", "demo", "all"])
+    parser.add_argument("--events", type=int, default=2_000_000)
+    parser.add_argument("--rows", type=int, default=10_000)
+    args = parser.parse_args()
+    sections: dict[str, Callable[[], Iterator[str] | list[str]]] = {
+        "step": lambda: _in_subprocess("bench_step", args.events, args.rows),
+        "memory": lambda: [
+            "| rows held | bytes per row |",
+            "|---|---|",
+            *(
+                f"| {n:,} | {_in_subprocess('measure_memory', n):,.0f} |"
+                for n in (100_000, 1_000_000)
+            ),
+        ],
+        "snapshot": lambda: _in_subprocess("bench_snapshot"),
+        "demo": bench_demo,
+    }
+    print(f"Machine: {machine()}\n")
+    for name, run in sections.items():
+        if args.what in (name, "all"):
+            print(f"### {name}\n")
+            print("\n".join(run()))
+            print()
+
+
+if __name__ == "__main__":
+    main()
