@@ -6,6 +6,7 @@ exposes `flow` for Bytewax to run.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 
@@ -24,5 +25,10 @@ logging.basicConfig(
     format="%(asctime)s %(levelname)s %(name)s %(message)s",
     stream=sys.stderr,
 )
+if settings.gc_gen0_threshold:
+    # Every event allocates a few short-lived objects; Python's default of 700
+    # allocations per young collection makes the collector a large share of
+    # the hot path (docs/BENCHMARKS.md).
+    gc.set_threshold(settings.gc_gen0_threshold, *gc.get_threshold()[1:])
 Progress(settings.progress_seconds).start()
 flow = build_flow(settings)

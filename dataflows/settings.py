@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     demo_batch_size: int = Field(1_000, gt=0)
     demo_rate: float = Field(0.0, ge=0)
 
+    gc_gen0_threshold: int = Field(100_000, ge=0)
     progress_seconds: float = Field(2.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -1,6 +1,9 @@
 """Decode and validate raw source records into events and reference updates.
 
-JSON is parsed by pydantic-core's parser, several times faster than `json`.
+JSON is parsed by pydantic-core's parser, several times faster than `json`,
+and it shares repeated short strings (a sector, a currency) between rows.
+Integer versions stay integers: SCNs and epoch microseconds exceed a float's
+exact range.
 
 Everything a producer can get wrong is caught here and turned into a
 `DeadLetter` that carries the original bytes, so the enrichment step only ever
@@ -89,7 +92,7 @@ class Decoder:
             "ReferenceModel",
             __config__=config,
             version=(
-                float | datetime | None,
+                int | float | datetime | None,
                 PydanticField(None, alias=self.reference_version_field),
             ),
             **{

@@ -27,6 +27,7 @@ from typing import Any, Literal, NamedTuple
 
 from operators.records import DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
 
+_new = tuple.__new__
 MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 JoinType = Literal["left", "inner"]
 Output = Enriched | DeadLetter
@@ -90,17 +91,24 @@ class ShardEnricher:
         self.tally.pending_delta = self.pending_count
 
     def process(self, items: Iterable[Event | RefUpdate], now: float) -> list[Output]:
-        """Apply events and reference updates in the order they arrived."""
+        """Apply events and reference updates in the order they arrived.
+
+        The hit path is the hot loop of the product: locals are bound once and
+        records are built with `tuple.__new__`, skipping the NamedTuple
+        constructor's Python-level frame (a quarter of the step's time).
+        """
         out: list[Output] = []
-        rows = self.rows
+        emit = out.append
+        get = self.rows.get
+        enriched = Status.ENRICHED
         hits = 0
         for item in items:
             if type(item) is Event:
-                row = rows.get(item.lookup_id)
+                row = get(item.lookup_id)
                 if row is None:
                     self._wait(item, now, out)
                 else:
-                    out.append(Enriched(item, row, row[-1], Status.ENRICHED, None, 0.0))
+                    emit(_new(Enriched, (item, row, row[-1], enriched, None, 0.0)))
                     hits += 1
             else:
                 self._apply(item, now, out)  # type: ignore[arg-type]

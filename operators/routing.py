@@ -26,9 +26,10 @@ def by_shard(
     """Group records by shard of their lookup id, keeping arrival order."""
     count = len(shard_names)
     groups: dict[str, list[Event | RefUpdate]] = {}
+    get = groups.get
     for item in items:
         shard = shard_names[crc32(item.lookup_id.encode()) % count]
-        group = groups.get(shard)
+        group = get(shard)
         if group is None:
             groups[shard] = [item]
         else:

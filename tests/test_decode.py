@@ -126,3 +126,11 @@ def test_bad_reference_records_become_dead_letters(
     assert result.reason == reason
     assert result.key == key
     assert result.payload == value
+
+
+def test_integer_versions_stay_exact_beyond_float_precision() -> None:
+    scn = 2**60 + 1
+    result = DECODER.decode(reference(b"S1", dumps({"version": scn})))
+    assert isinstance(result, RefUpdate)
+    assert result.version == scn
+    assert type(result.version) is int
