@@ -40,9 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from operators import routing  # noqa: E402
+from operators.decode import Decoder  # noqa: E402
 from operators.enrich_step import builder  # noqa: E402
 from operators.enrichment import EnrichConfig, ShardEnricher  # noqa: E402
-from operators.decode import Decoder  # noqa: E402
 from operators.records import Event, Kind, RawRecord, RefUpdate  # noqa: E402
 
 BATCH = 10_000
