@@ -96,6 +96,12 @@ class Settings(BaseSettings):
                 f"reference_columns: {sorted(clash)} also named in event_fields; "
                 "a column can come from only one side"
             )
+        own_columns = {self.lookup_field, self.event_id_field, self.event_time_field}
+        if own_columns & set(self.event_fields):
+            raise ValueError(
+                f"event_fields: {sorted(own_columns & set(self.event_fields))} already have "
+                "their own columns (lookup id, event id, event time)"
+            )
         unknown = set(self.miss_defaults) - set(self.reference_columns)
         if unknown:
             raise ValueError(f"miss_defaults: {sorted(unknown)} are not reference columns")
