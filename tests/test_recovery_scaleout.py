@@ -78,7 +78,9 @@ def flow_env(work: Path, **settings: object) -> dict[str, str]:
     return env
 
 
-def start_flow(work: Path, args: Sequence[str], env: dict[str, str], log: str) -> subprocess.Popen:
+def start_flow(
+    work: Path, args: Sequence[str], env: dict[str, str], log: str
+) -> subprocess.Popen[bytes]:
     """Start the dataflow in its own session, so one signal reaches its whole group."""
     with open(work / log, "wb") as out:
         return subprocess.Popen(
@@ -91,7 +93,8 @@ def start_flow(work: Path, args: Sequence[str], env: dict[str, str], log: str) -
         )
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash would: no atexit, no flush, no clean shutdown."""
     with suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -101,7 +104,7 @@ def tail(work: Path, log: str) -> str:
     return (work / log).read_text(errors="replace")[-3_000:]
 
 
-def finish(procs: Sequence[tuple[subprocess.Popen, str]], work: Path) -> None:
+def finish(procs: Sequence[tuple[subprocess.Popen[bytes], str]], work: Path) -> None:
     """Wait for every process to exit 0; kill the rest if one fails or hangs."""
     deadline = time.monotonic() + RUN_TIMEOUT
     try:
@@ -114,10 +117,9 @@ def finish(procs: Sequence[tuple[subprocess.Popen, str]], work: Path) -> None:
                 kill_group(proc)
 
 
-def run_flow(work: Path, *args: str, env: dict[str, str] | None = None) -> None:
-    """Run the dataflow to its end and require a clean exit."""
-    env = env or flow_env(work)
-    finish([(start_flow(work, args, env, "run.log"), "run.log")], work)
+def run_flow(work: Path, *args: str) -> None:
+    """Run the dataflow, unpaced, to its end and require a clean exit."""
+    finish([(start_flow(work, args, flow_env(work), "run.log"), "run.log")], work)
 
 
 def read_table(db: Path) -> list[Row]:
@@ -125,7 +127,8 @@ def read_table(db: Path) -> list[Row]:
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         names = [row[1] for row in conn.execute('PRAGMA table_info("enriched_events")')]
         kept = ", ".join(f'"{name}"' for name in names if name not in WALL_CLOCK_COLUMNS)
-        assert names[0] == "event_id" and "waited_ms" in names, names
+        # Callers index rows by position: event id first, status fourth.
+        assert names[0] == "event_id" and names[3] == "status" and "waited_ms" in names, names
         return conn.execute(f'SELECT {kept} FROM "enriched_events" ORDER BY 1').fetchall()
 
 
@@ -169,7 +172,7 @@ def assert_same_outcome(found: Outcome, expected: Outcome) -> None:
     assert found.dead_letters == expected.dead_letters
 
 
-def kill_when(proc: subprocess.Popen, db: Path, rows: int, work: Path, log: str) -> int:
+def kill_when(proc: subprocess.Popen[bytes], db: Path, rows: int, work: Path, log: str) -> int:
     """SIGKILL the run's group once the table holds `rows` rows; the count at the kill."""
     deadline = time.monotonic() + RUN_TIMEOUT
     try:
