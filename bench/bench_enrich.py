@@ -279,12 +279,13 @@ def bench_demo() -> list[str]:
                 "ENRICH_PROGRESS_SECONDS": "0",
                 "PYTHONPATH": str(ROOT),
             }
+            Path(tmp, "rec").mkdir()
             init_db_dir(Path(tmp, "rec"), workers)
             started = time.perf_counter()
             subprocess.run(
                 [
                     sys.executable, "-m", "bytewax.run", "dataflows.enrich",
-                    "-w", str(workers), "-r", f"{tmp}/rec", "-s", "1",
+                    "-w", str(workers), "-r", f"{tmp}/rec", "-s", "1", "-b", "0",
                 ],
                 env=env, check=True, capture_output=True,
             )  # fmt: skip

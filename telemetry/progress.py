@@ -39,7 +39,7 @@ def _total(name: str) -> int:
 
 
 class Progress:
-    """Logs a line every `interval` seconds and a summary at exit."""
+    """Logs a line every `interval` seconds and prints a summary at exit."""
 
     def __init__(self, interval: float) -> None:
         self._interval = interval
@@ -52,8 +52,9 @@ class Progress:
         atexit.register(self.finish)
 
     def finish(self) -> None:
+        """The summary is the run's report, not a log line: always on stdout."""
         self._stop.set()
-        log.info("%s", self.summary())
+        print(self.summary(), flush=True)
 
     def _run(self) -> None:
         last_events, last_time = 0, self._started
