@@ -212,6 +212,7 @@ def resume_point(recovery: Path) -> ResumePoint:
     offsets: dict[str, int] = {}
     pending: list[Pending] = []
     for step, key, blob in snaps:
+        # Trusted bytes: written moments ago by this test's own run into its tmp_path.
         state = None if blob is None else pickle.loads(blob)
         if step == INPUT_STEP and state is not None:
             offsets[key] = state
