@@ -27,6 +27,7 @@ from functools import lru_cache
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from operators import routing
 from operators.records import Kind, RawRecord
 
 Planned = tuple[Kind, bytes | None, bytes | None]
@@ -522,8 +523,7 @@ class DemoSource(FixedPartitionedSource[RawRecord, int]):
         self.cfg = cfg or DemoConfig()
 
     def list_parts(self) -> list[str]:
-        width = len(str(self.cfg.partitions - 1))
-        return [f"{i:0{width}d}" for i in range(self.cfg.partitions)]
+        return routing.names(self.cfg.partitions)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> DemoPartition:
         cfg = self.cfg
