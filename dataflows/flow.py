@@ -12,17 +12,16 @@ from bytewax.outputs import Sink
 
 from dataflows.settings import Settings
 from operators import routing
-from operators.decode import Decoder
+from operators.decode import Decoder, decode_batch
 from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
-from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate
+from operators.records import DeadLetter, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.dialect import SqliteDialect
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
-from telemetry import metrics
-from telemetry.record import record_dead_letters, record_tally
+from telemetry.record import record_dead_letters, record_decoded, record_tally
 
 
 def decoder(settings: Settings) -> Decoder:
@@ -93,25 +92,9 @@ def build_flow(
     partition_names = routing.names(settings.sink_partitions)
 
     def decode_and_route(batch: list[RawRecord]) -> Iterable[Any]:
-        good: list[Event | RefUpdate] = []
-        bad: list[DeadLetter] = []
-        events = replayed_invalid = 0
-        for raw in batch:
-            if raw.kind is Kind.EVENT:
-                events += 1
-            record = check.decode(raw)
-            if type(record) is DeadLetter:
-                if raw.replay:
-                    replayed_invalid += 1
-                else:
-                    bad.append(record)
-            else:
-                good.append(record)  # type: ignore[arg-type]
-        metrics.RECORDS_IN.labels("event").inc(events)
-        metrics.RECORDS_IN.labels("reference").inc(len(batch) - events)
-        if replayed_invalid:
-            metrics.REPLAYED_INVALID.inc(replayed_invalid)
-        return [*routing.by_shard(good, shard_names), *bad]
+        decoded = decode_batch(check, batch)
+        record_decoded(decoded, len(batch))
+        return [*routing.by_shard(decoded.good, shard_names), *decoded.bad]
 
     def route_to_sink(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
         groups, dead = routing.by_partition((outputs for _, outputs in batch), partition_names)

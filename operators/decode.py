@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Annotated, Any, NotRequired, Required
+from typing import Annotated, Any, NamedTuple, NotRequired, Required
 
 from pydantic import Field as PydanticField
 from pydantic import StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -151,6 +151,38 @@ class Decoder:
         row = tuple(valid.get(name) for name in self.reference_columns)
         version = _epoch(valid.get(self.reference_version_field))
         return RefUpdate(lookup_id, row, version, raw.origin, raw.replay)
+
+
+class DecodedBatch(NamedTuple):
+    """One source batch, split into what the join takes and what goes to dead letters."""
+
+    good: list[Event | RefUpdate]
+    bad: list[DeadLetter]
+    events: int
+    replayed_invalid: int
+
+
+def decode_batch(decoder: Decoder, batch: list[RawRecord]) -> DecodedBatch:
+    """Decode a batch, keeping arrival order.
+
+    A replayed reference record that is invalid was dead-lettered when it was
+    first read, and that write is in the snapshot being resumed; it is only
+    counted, so a restart never writes a dead letter twice.
+    """
+    good: list[Event | RefUpdate] = []
+    bad: list[DeadLetter] = []
+    events = replayed_invalid = 0
+    for raw in batch:
+        if raw.kind is Kind.EVENT:
+            events += 1
+        record = decoder.decode(raw)
+        if type(record) is not DeadLetter:
+            good.append(record)  # type: ignore[arg-type]
+        elif raw.replay:
+            replayed_invalid += 1
+        else:
+            bad.append(record)
+    return DecodedBatch(good, bad, events, replayed_invalid)
 
 
 def _epoch(value: float | datetime | None) -> Version | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from operators.decode import DecodedBatch
 from operators.enrichment import Tally
 from operators.records import DeadLetter
 from telemetry import metrics
@@ -38,3 +39,10 @@ def record_dead_letters(letters: Iterable[DeadLetter]) -> None:
         counts[letter.reason] = counts.get(letter.reason, 0) + 1
     for reason, count in counts.items():
         metrics.DEAD_LETTERS.labels(reason).inc(count)
+
+
+def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:
+    metrics.RECORDS_IN.labels("event").inc(decoded.events)
+    metrics.RECORDS_IN.labels("reference").inc(batch_size - decoded.events)
+    if decoded.replayed_invalid:
+        metrics.REPLAYED_INVALID.inc(decoded.replayed_invalid)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from operators.decode import Decoder
+from operators.decode import Decoder, decode_batch
 from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate
 
 DECODER = Decoder(
@@ -134,3 +134,21 @@ def test_integer_versions_stay_exact_beyond_float_precision() -> None:
     assert isinstance(result, RefUpdate)
     assert result.version == scn
     assert type(result.version) is int
+
+
+def test_batch_keeps_order_and_counts_replayed_invalid_records_instead_of_dead_lettering() -> None:
+    batch = [
+        reference(b"S1", dumps({"name": "A"})),
+        event(b"{bad"),
+        reference(b"S2", b"{bad")._replace(replay=True),
+        event(dumps({"security_id": "S1"})),
+        reference(b"S3", b"{bad"),
+    ]
+    decoded = decode_batch(DECODER, batch)
+    assert [type(r) for r in decoded.good] == [RefUpdate, Event]
+    assert [(d.reason, d.key) for d in decoded.bad] == [
+        ("invalid_json", None),
+        ("invalid_json", b"S3"),
+    ]
+    assert decoded.events == 2
+    assert decoded.replayed_invalid == 1
