@@ -15,22 +15,38 @@ State layout, and why:
   the same timeout, so arrival order is deadline order and the head of `fifo`
   is always the next deadline; entries that left early (released by their row
   or evicted) are skipped lazily when they reach the head.
+- `held` keeps, in arrival order, the events that arrived while the reference
+  source was still being re-read after a start (`wait_for_reference`): a row
+  missing then may only be unread yet, so they are looked up once every
+  reference partition has caught up, and count as hits or misses only then.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from operators.records import DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
+from operators.records import (
+    CaughtUp,
+    DeadLetter,
+    Enriched,
+    Event,
+    MissReason,
+    RefUpdate,
+    Status,
+)
 
 _new = tuple.__new__
 MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 JoinType = Literal["left", "inner"]
 Output = Enriched | DeadLetter
+Item = Event | RefUpdate | CaughtUp
+HELD = math.inf
+"""The deadline of a held event: it has not been looked up, so no timeout runs yet."""
 
 
 @dataclass(frozen=True)
@@ -43,10 +59,16 @@ class EnrichConfig:
     defaults: tuple[Any, ...] = ()
     max_pending_per_key: int = 1_000
     max_pending_per_shard: int = 100_000
+    wait_for_reference: bool = False
+    """Hold events until every reference partition sent `CaughtUp`."""
 
 
 class Pending(NamedTuple):
-    """An event waiting for its reference row; times are epoch seconds."""
+    """An event waiting for its reference row; times are epoch seconds.
+
+    A `deadline` of `HELD` marks an event held until the reference source
+    caught up, so a snapshot taken meanwhile resumes it as held, not as a miss.
+    """
 
     event: Event
     arrived: float
@@ -68,6 +90,7 @@ class Tally:
     pending_delta: int = 0
     rows_delta: int = 0
     missed_out: dict[MissReason, int] = field(default_factory=dict)
+    late_waits_ms: list[float] = field(default_factory=list)
 
     def count_miss_out(self, reason: MissReason) -> None:
         self.missed_out[reason] = self.missed_out.get(reason, 0) + 1
@@ -81,16 +104,22 @@ class ShardEnricher:
         self.rows: dict[str, tuple[Any, ...]] = {}
         self.pending: dict[str, deque[Pending]] = {}
         self.fifo: deque[Pending] = deque()
+        self.held: deque[Pending] = deque()
+        self.ready = not config.wait_for_reference
         self.pending_count = 0
         self.tally = Tally()
         self._defaults_row = (*config.defaults, None)
+        self._caught_up: set[str] = set()
         for waiting in sorted(resume or (), key=lambda p: p.arrived):
-            self.pending.setdefault(waiting.event.lookup_id, deque()).append(waiting)
-            self.fifo.append(waiting)
+            if waiting.deadline == HELD:
+                self.held.append(waiting)
+            else:
+                self.pending.setdefault(waiting.event.lookup_id, deque()).append(waiting)
+                self.fifo.append(waiting)
             self.pending_count += 1
         self.tally.pending_delta = self.pending_count
 
-    def process(self, items: Iterable[Event | RefUpdate], now: float) -> list[Output]:
+    def process(self, items: Iterable[Item], now: float) -> list[Output]:
         """Apply events and reference updates in the order they arrived.
 
         The hit path is the hot loop of the product: locals are bound once and
@@ -98,6 +127,11 @@ class ShardEnricher:
         constructor's Python-level frame (a quarter of the step's time).
         """
         out: list[Output] = []
+        if not self.ready:
+            items = iter(items)
+            self._until_ready(items, now, out)
+            if not self.ready:
+                return out
         emit = out.append
         get = self.rows.get
         enriched = Status.ENRICHED
@@ -110,14 +144,16 @@ class ShardEnricher:
                 else:
                     emit(_new(Enriched, (item, row, row[-1], enriched, None, 0.0)))
                     hits += 1
-            else:
-                self._apply(item, now, out)  # type: ignore[arg-type]
+            elif type(item) is RefUpdate:
+                self._apply(item, now, out)
         self.tally.hits += hits
         return out
 
     def expire(self, now: float) -> list[Output]:
         """Send every event whose deadline has passed out under the miss policy."""
         out: list[Output] = []
+        if not self.ready:
+            return out
         fifo = self.fifo
         while fifo and fifo[0].deadline <= now:
             waiting = fifo.popleft()
@@ -129,6 +165,8 @@ class ShardEnricher:
     def flush(self, now: float) -> list[Output]:
         """End of input: nothing else can arrive, so every waiting event goes out."""
         out: list[Output] = []
+        if not self.ready:
+            self._become_ready(now, out)
         for waiting in sorted(self.snapshot(), key=lambda p: p.arrived):
             self._miss(waiting, MissReason.END_OF_INPUT, now, out)
         self.tally.pending_delta -= self.pending_count
@@ -138,6 +176,8 @@ class ShardEnricher:
         return out
 
     def next_deadline(self) -> float | None:
+        if not self.ready:
+            return None
         fifo = self.fifo
         while fifo and not self._is_live(fifo[0]):
             fifo.popleft()
@@ -145,7 +185,49 @@ class ShardEnricher:
 
     def snapshot(self) -> list[Pending]:
         """Only the waiting events: rows are re-read from the reference source."""
-        return [waiting for queue in self.pending.values() for waiting in queue]
+        return [*(waiting for queue in self.pending.values() for waiting in queue), *self.held]
+
+    def _until_ready(self, items: Iterator[Item], now: float, out: list[Output]) -> None:
+        """Hold events and apply updates until every reference partition caught up."""
+        for item in items:
+            if type(item) is Event:
+                self._hold(item, now, out)
+            elif type(item) is RefUpdate:
+                self._apply(item, now, out)
+            else:
+                self._caught_up.add(item.source)  # type: ignore[union-attr]
+                if len(self._caught_up) >= item.partitions:  # type: ignore[union-attr]
+                    self._become_ready(now, out)
+                    return
+
+    def _hold(self, event: Event, now: float, out: list[Output]) -> None:
+        self.held.append(Pending(event, now, HELD))
+        self.pending_count += 1
+        self.tally.pending_delta += 1
+        if self.pending_count > self.config.max_pending_per_shard:
+            self._evict_oldest(now, out)
+
+    def _become_ready(self, now: float, out: list[Output]) -> None:
+        """Look up the held events now that the rows are complete.
+
+        Events resumed as misses whose row was re-read meanwhile are released
+        first, being older; held events then hit or start their timeout now.
+        """
+        self.ready = True
+        for key in [key for key in self.pending if key in self.rows]:
+            self._release(key, self.rows[key], now, out)
+        held, self.held = self.held, deque()
+        self.pending_count -= len(held)
+        self.tally.pending_delta -= len(held)
+        for waiting in held:
+            event = waiting.event
+            row = self.rows.get(event.lookup_id)
+            if row is None:
+                self._wait(event, now, out, waiting.arrived)
+            else:
+                waited_ms = (now - waiting.arrived) * 1000.0
+                out.append(Enriched(event, row, row[-1], Status.ENRICHED, None, waited_ms))
+                self.tally.hits += 1
 
     def _is_live(self, waiting: Pending) -> bool:
         """Whether an event at the head of `fifo` is still waiting.
@@ -163,9 +245,13 @@ class ShardEnricher:
         self.pending_count -= 1
         self.tally.pending_delta -= 1
 
-    def _wait(self, event: Event, now: float, out: list[Output]) -> None:
+    def _wait(
+        self, event: Event, now: float, out: list[Output], arrived: float | None = None
+    ) -> None:
         self.tally.misses += 1
-        waiting = Pending(event, now, now + self.config.timeout_seconds)
+        waiting = Pending(
+            event, now if arrived is None else arrived, now + self.config.timeout_seconds
+        )
         queue = self.pending.get(event.lookup_id)
         if queue is None:
             queue = self.pending[event.lookup_id] = deque()
@@ -176,9 +262,20 @@ class ShardEnricher:
         if len(queue) > self.config.max_pending_per_key:
             self._evict(queue[0], now, out)
         if self.pending_count > self.config.max_pending_per_shard:
-            while not self._is_live(self.fifo[0]):
-                self.fifo.popleft()
-            self._evict(self.fifo.popleft(), now, out)
+            self._evict_oldest(now, out)
+
+    def _evict_oldest(self, now: float, out: list[Output]) -> None:
+        """Over the shard's bound: the oldest waiting event goes out, a held one last."""
+        fifo = self.fifo
+        while fifo and not self._is_live(fifo[0]):
+            fifo.popleft()
+        if fifo:
+            self._evict(fifo.popleft(), now, out)
+            return
+        oldest = self.held.popleft()
+        self.pending_count -= 1
+        self.tally.pending_delta -= 1
+        self._miss(oldest, MissReason.OVERFLOW, now, out)
 
     def _evict(self, oldest: Pending, now: float, out: list[Output]) -> None:
         self._drop_oldest_of(oldest.event.lookup_id)
@@ -186,9 +283,9 @@ class ShardEnricher:
 
     def _apply(self, update: RefUpdate, now: float, out: list[Output]) -> None:
         key = update.lookup_id
-        held = self.rows.get(key)
+        current = self.rows.get(key)
         if update.row is None:
-            if held is None:
+            if current is None:
                 self.tally.absent_deletes += 1
             else:
                 del self.rows[key]
@@ -196,26 +293,28 @@ class ShardEnricher:
                 self.tally.rows_delta -= 1
             return
         if (
-            held is not None
+            current is not None
             and update.version is not None
-            and held[-1] is not None
-            and update.version <= held[-1]
+            and current[-1] is not None
+            and update.version <= current[-1]
         ):
             self.tally.stale += 1
             return
         row = (*update.row, update.version)
         self.rows[key] = row
         self.tally.applied += 1
-        if held is None:
+        if current is None:
             self.tally.rows_delta += 1
-        if update.replay:
-            return
-        queue = self.pending.pop(key, None)
-        if queue is None:
-            return
+        if not update.replay and key in self.pending:
+            self._release(key, row, now, out)
+
+    def _release(self, key: str, row: tuple[Any, ...], now: float, out: list[Output]) -> None:
+        """The row of events that missed has arrived: they go out late-enriched."""
+        queue = self.pending.pop(key)
         for waiting in queue:
             waited_ms = (now - waiting.arrived) * 1000.0
             out.append(Enriched(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
+            self.tally.late_waits_ms.append(waited_ms)
         self.tally.late += len(queue)
         self.pending_count -= len(queue)
         self.tally.pending_delta -= len(queue)

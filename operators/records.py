@@ -67,6 +67,20 @@ class RefUpdate(NamedTuple):
     replay: bool = False
 
 
+class CaughtUp(NamedTuple):
+    """A reference source partition has read up to the end it saw at start.
+
+    Rows are rebuilt on every start by re-reading the reference source, so
+    until every partition of it has caught up a missing row may only be not
+    read yet: the join holds events back rather than count them as misses.
+    `partitions` is how many partitions the reference source has, so each
+    shard knows when it has heard from all of them.
+    """
+
+    source: str
+    partitions: int
+
+
 class Status(StrEnum):
     ENRICHED = "enriched"
     LATE_ENRICHED = "late_enriched"

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from zlib import crc32
 
-from operators.records import DeadLetter, Enriched, Event, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Enriched, Event, RefUpdate
 
 
 def names(count: int) -> list[str]:
@@ -21,11 +21,17 @@ def names(count: int) -> list[str]:
 
 
 def by_shard(
-    items: Iterable[Event | RefUpdate], shard_names: Sequence[str]
-) -> list[tuple[str, list[Event | RefUpdate]]]:
-    """Group records by shard of their lookup id, keeping arrival order."""
+    items: Iterable[Event | RefUpdate],
+    shard_names: Sequence[str],
+    broadcast: Sequence[CaughtUp] = (),
+) -> list[tuple[str, list[Event | RefUpdate | CaughtUp]]]:
+    """Group records by shard of their lookup id, keeping arrival order.
+
+    `broadcast` markers concern every shard, so each group ends with them,
+    after the records they followed.
+    """
     count = len(shard_names)
-    groups: dict[str, list[Event | RefUpdate]] = {}
+    groups: dict[str, list[Event | RefUpdate | CaughtUp]] = {}
     get = groups.get
     for item in items:
         shard = shard_names[crc32(item.lookup_id.encode()) % count]
@@ -34,6 +40,9 @@ def by_shard(
             groups[shard] = [item]
         else:
             group.append(item)
+    if broadcast:
+        for shard in shard_names:
+            groups.setdefault(shard, []).extend(broadcast)
     return list(groups.items())
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from operators.enrichment import EnrichConfig, ShardEnricher
-from operators.records import DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
+from operators.records import CaughtUp, DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
 
 
 def event(event_id: str, key: str = "A", **fields: object) -> Event:
@@ -208,3 +208,77 @@ def test_replayed_rows_rebuild_state_without_releasing_pending_events() -> None:
     assert resumed.rows == {}
     assert resumed.pending_count == 1
     assert only(resumed.process([update("A", "new", 2)], now=2.0)).row == ("new", 2)
+
+
+def caught_up(partition: str, partitions: int = 2) -> CaughtUp:
+    return CaughtUp(partition, partitions)
+
+
+def test_events_are_held_not_missed_until_every_reference_partition_caught_up() -> None:
+    shard = enricher(wait_for_reference=True)
+    assert shard.process([event("e1", "A"), update("A"), event("e2", "B")], now=0.0) == []
+    assert shard.tally.hits == shard.tally.misses == 0
+    assert shard.next_deadline() is None
+    assert shard.expire(now=100.0) == []
+    assert shard.process([caught_up("0")], now=1.0) == []
+    assert shard.pending_count == 2
+
+    out = shard.process([caught_up("1"), event("e3", "A")], now=2.0)
+    assert [(r.event.event_id, r.status) for r in out] == [
+        ("e1", Status.ENRICHED),
+        ("e3", Status.ENRICHED),
+    ]
+    assert out[0].waited_ms == pytest.approx(2000.0)
+    assert shard.tally.hits == 2
+    assert shard.tally.misses == 1
+    assert shard.next_deadline() == 12.0
+    late = only(shard.process([update("B")], now=5.0))
+    assert (late.event.event_id, late.status) == ("e2", Status.LATE_ENRICHED)
+    assert late.waited_ms == pytest.approx(5000.0)
+
+
+def test_held_events_are_joined_with_the_row_as_it_stands_after_catching_up() -> None:
+    shard = enricher(wait_for_reference=True)
+    shard.process([update("A", "old", 1), event("e1", "A"), update("A", "new", 2)], now=0.0)
+    assert only(shard.process([caught_up("0", partitions=1)], now=1.0)).row == ("new", 2)
+
+
+def test_a_snapshot_taken_while_holding_resumes_the_events_as_held() -> None:
+    shard = enricher(wait_for_reference=True)
+    shard.process([event("e1", "A"), event("e2", "B")], now=0.0)
+    resumed = ShardEnricher(shard.config, shard.snapshot())
+    assert resumed.pending_count == 2
+    assert resumed.next_deadline() is None
+    out = resumed.process([update("A"), caught_up("0", partitions=1)], now=3.0)
+    assert [(r.event.event_id, r.status) for r in out] == [("e1", Status.ENRICHED)]
+    assert resumed.next_deadline() == 13.0
+
+
+def test_resumed_misses_are_released_by_new_rows_during_catch_up_but_not_by_replayed_ones() -> None:
+    shard = enricher(wait_for_reference=True)
+    shard.process([caught_up("0", partitions=1), event("e1", "A"), event("e2", "B")], now=0.0)
+    resumed = ShardEnricher(shard.config, shard.snapshot())
+    assert resumed.process([update("A")._replace(replay=True)], now=1.0) == []
+    late = only(resumed.process([update("B")], now=2.0))
+    assert (late.event.event_id, late.status) == ("e2", Status.LATE_ENRICHED)
+    late = only(resumed.process([caught_up("0", partitions=1)], now=3.0))
+    assert (late.event.event_id, late.status) == ("e1", Status.LATE_ENRICHED)
+    assert resumed.pending_count == 0
+
+
+def test_holding_is_bounded_per_shard_oldest_out_first() -> None:
+    shard = enricher(wait_for_reference=True, max_pending_per_shard=2)
+    out = shard.process([event("e1"), event("e2"), event("e3")], now=0.0)
+    assert [(r.event.event_id, r.miss_reason) for r in out] == [("e1", MissReason.OVERFLOW)]
+    assert shard.pending_count == 2
+
+
+def test_end_of_input_before_catching_up_looks_held_events_up_then_flushes() -> None:
+    shard = enricher(wait_for_reference=True)
+    shard.process([update("A"), event("e1", "A"), event("e2", "B")], now=0.0)
+    out = shard.flush(now=1.0)
+    assert [(r.event.event_id, r.status, r.miss_reason) for r in out] == [
+        ("e1", Status.ENRICHED, None),
+        ("e2", Status.LOOKUP_MISS, MissReason.END_OF_INPUT),
+    ]
+    assert shard.pending_count == 0

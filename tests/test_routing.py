@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from operators import routing
-from operators.records import DeadLetter, Enriched, Event, RefUpdate, Status
+from operators.records import CaughtUp, DeadLetter, Enriched, Event, RefUpdate, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,6 +39,16 @@ def test_by_shard_groups_by_key_and_keeps_arrival_order_per_key() -> None:
         holding = [g for g in groups.values() if any(item.lookup_id == key for item in g)]
         assert len(holding) == 1, "one key, one shard"
         assert [item for item in holding[0] if item.lookup_id == key] == mine
+
+
+def test_broadcast_markers_end_every_shard_group_after_its_records() -> None:
+    marker = CaughtUp("reference/0", 1)
+    names = routing.names(4)
+    groups = dict(routing.by_shard([event("e1", "A")], names, broadcast=[marker]))
+    assert sorted(groups) == names
+    for group in groups.values():
+        assert group[-1] == marker
+    assert sum(len(group) for group in groups.values()) == 1 + len(names)
 
 
 def test_shard_choice_does_not_depend_on_the_process_hash_seed() -> None:
