@@ -21,7 +21,16 @@ from pydantic import StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic_core import from_json
 from typing_extensions import TypedDict
 
-from operators.records import DeadLetter, Event, FieldType, Kind, RawRecord, RefUpdate, Version
+from operators.records import (
+    CaughtUp,
+    DeadLetter,
+    Event,
+    FieldType,
+    Kind,
+    RawRecord,
+    RefUpdate,
+    Version,
+)
 
 _PY_TYPES: dict[FieldType, Any] = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -45,8 +54,12 @@ def _describe(exc: ValidationError) -> str:
 
 
 def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
+    if value is None:
+        raise Invalid(
+            "tombstone", "the record has no value (a tombstone); only reference rows delete"
+        )
     if not value:
-        raise Invalid("empty_value", "the record has no value")
+        raise Invalid("empty_value", "the record's value is empty")
     if len(value) > max_bytes:
         raise Invalid("oversized", f"{len(value)} bytes is more than the limit of {max_bytes}")
     try:
@@ -158,11 +171,12 @@ class DecodedBatch(NamedTuple):
 
     good: list[Event | RefUpdate]
     bad: list[DeadLetter]
+    caught_up: list[CaughtUp]
     events: int
     replayed_invalid: int
 
 
-def decode_batch(decoder: Decoder, batch: list[RawRecord]) -> DecodedBatch:
+def decode_batch(decoder: Decoder, batch: list[RawRecord | CaughtUp]) -> DecodedBatch:
     """Decode a batch, keeping arrival order.
 
     A replayed reference record that is invalid was dead-lettered when it was
@@ -171,18 +185,22 @@ def decode_batch(decoder: Decoder, batch: list[RawRecord]) -> DecodedBatch:
     """
     good: list[Event | RefUpdate] = []
     bad: list[DeadLetter] = []
+    caught_up: list[CaughtUp] = []
     events = replayed_invalid = 0
     for raw in batch:
-        if raw.kind is Kind.EVENT:
+        if type(raw) is CaughtUp:
+            caught_up.append(raw)
+            continue
+        if raw.kind is Kind.EVENT:  # type: ignore[union-attr]
             events += 1
-        record = decoder.decode(raw)
+        record = decoder.decode(raw)  # type: ignore[arg-type]
         if type(record) is not DeadLetter:
             good.append(record)  # type: ignore[arg-type]
-        elif raw.replay:
+        elif raw.replay:  # type: ignore[union-attr]
             replayed_invalid += 1
         else:
             bad.append(record)
-    return DecodedBatch(good, bad, events, replayed_invalid)
+    return DecodedBatch(good, bad, caught_up, events, replayed_invalid)
 
 
 def _epoch(value: float | datetime | None) -> Version | None:

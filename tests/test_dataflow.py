@@ -115,6 +115,8 @@ class Expected:
 
 def event_problem(value: bytes | None) -> str | None:
     """The dead-letter reason a planned event must get, or None when it is valid."""
+    if value is None:
+        return "tombstone"
     if not value:
         return "empty_value"
     if len(value) > MAX_RECORD_BYTES:

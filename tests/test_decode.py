@@ -7,7 +7,7 @@ import json
 import pytest
 
 from operators.decode import Decoder, decode_batch
-from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, Kind, RawRecord, RefUpdate
 
 DECODER = Decoder(
     lookup_field="security_id",
@@ -63,8 +63,8 @@ def test_event_time_accepts_iso_timestamps() -> None:
         (b"{not json", "invalid_json", "line 1"),
         (b"\xff\xfe{}", "invalid_utf8", "utf-8"),
         (b"[1, 2]", "not_an_object", "list"),
-        (b"", "empty_value", "no value"),
-        (None, "empty_value", "no value"),
+        (b"", "empty_value", "is empty"),
+        (None, "tombstone", "only reference rows delete"),
         (dumps({"price": 1.0}), "missing_lookup_id", "security_id"),
         (dumps({"security_id": None}), "missing_lookup_id", "security_id"),
         (dumps({"security_id": ""}), "invalid_field", "security_id"),
@@ -143,6 +143,7 @@ def test_batch_keeps_order_and_counts_replayed_invalid_records_instead_of_dead_l
         reference(b"S2", b"{bad")._replace(replay=True),
         event(dumps({"security_id": "S1"})),
         reference(b"S3", b"{bad"),
+        CaughtUp("refs/1", 2),
     ]
     decoded = decode_batch(DECODER, batch)
     assert [type(r) for r in decoded.good] == [RefUpdate, Event]
@@ -150,5 +151,6 @@ def test_batch_keeps_order_and_counts_replayed_invalid_records_instead_of_dead_l
         ("invalid_json", None),
         ("invalid_json", b"S3"),
     ]
+    assert decoded.caught_up == [CaughtUp("refs/1", 2)]
     assert decoded.events == 2
     assert decoded.replayed_invalid == 1
