@@ -7,20 +7,24 @@ from collections.abc import Iterable
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 from bytewax.outputs import Sink
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from dataflows.settings import Settings
 from operators import routing
 from operators.decode import Decoder, decode_batch
 from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
-from operators.records import DeadLetter, RawRecord
+from operators.records import CaughtUp, DeadLetter, Enriched, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.dialect import SqliteDialect
+from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
+from sources.kafka import EventSource, ReferenceSource
 from telemetry.record import record_dead_letters, record_decoded, record_tally
 
 
@@ -44,6 +48,7 @@ def enrich_config(settings: Settings) -> EnrichConfig:
         defaults=settings.defaults_row(),
         max_pending_per_key=settings.max_pending_per_key,
         max_pending_per_shard=settings.max_pending_per_shard,
+        wait_for_reference=settings.source == "kafka",
     )
 
 
@@ -71,6 +76,37 @@ def demo_source(settings: Settings) -> DemoSource:
     )
 
 
+def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
+    """The events topic and the reference topic, by the step id that reads each."""
+    config = settings.kafka_client_config()
+    return {
+        "events_in": EventSource(
+            settings.kafka_brokers,
+            [settings.kafka_events_topic],
+            tail=not settings.kafka_stop_at_end,
+            starting_offset=OFFSET_BEGINNING
+            if settings.kafka_events_start == "earliest"
+            else OFFSET_END,
+            add_config=config,
+            batch_size=settings.kafka_batch_size,
+        ),
+        "reference_in": ReferenceSource(
+            settings.kafka_brokers,
+            settings.kafka_reference_topic,
+            config,
+            settings.kafka_batch_size,
+            settings.kafka_stop_at_end,
+        ),
+    }
+
+
+def inputs(settings: Settings, flow: Dataflow, source: Source[Any] | None) -> Stream[Any]:
+    if source is None and settings.source == "kafka":
+        streams = [op.input(name, flow, part) for name, part in kafka_sources(settings).items()]
+        return op.merge("raw", *streams)
+    return op.input("input", flow, source or demo_source(settings))
+
+
 def main_sink(settings: Settings) -> UpsertSink:
     return UpsertSink(
         SqliteDialect(settings.sqlite_path),
@@ -91,21 +127,21 @@ def build_flow(
     shard_names = routing.names(settings.shards)
     partition_names = routing.names(settings.sink_partitions)
 
-    def decode_and_route(batch: list[RawRecord]) -> Iterable[Any]:
+    def decode_and_route(batch: list[RawRecord | CaughtUp]) -> Iterable[Any]:
         decoded = decode_batch(check, batch)
         record_decoded(decoded, len(batch))
-        return [*routing.by_shard(decoded.good, shard_names), *decoded.bad]
+        return [*routing.by_shard(decoded.good, shard_names, decoded.caught_up), *decoded.bad]
 
     def route_to_sink(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
         groups, dead = routing.by_partition((outputs for _, outputs in batch), partition_names)
         return [*groups, *dead]
 
-    def dead_letter_line(letter: DeadLetter) -> tuple[str, str]:
+    def counted(letter: DeadLetter) -> DeadLetter:
         record_dead_letters((letter,))
-        return "dead_letters", to_line(letter)
+        return letter
 
     flow = Dataflow("enrich")
-    raw = op.input("input", flow, source or demo_source(settings))
+    raw = inputs(settings, flow, source)
     decoded = op.flat_map_batch("decode", raw, decode_and_route)
     checked = op.branch("split_invalid", decoded, lambda item: type(item) is tuple)
     enriched = op.stateful_batch(
@@ -114,9 +150,35 @@ def build_flow(
     routed = op.flat_map_batch("route", enriched, route_to_sink)
     outputs = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
     op.output("sink", outputs.trues, sink or main_sink(settings))
-    dead = op.merge("dead_letters", checked.falses, outputs.falses)
-    lines = op.map("format_dead_letters", dead, dead_letter_line)
-    op.output(
-        "dead_letter_out", lines, dead_letter_sink or dead_letter_file(settings.dead_letter_path)
+    dead = op.map(
+        "count_dead_letters", op.merge("dead_letters", checked.falses, outputs.falses), counted
     )
+    if dead_letter_sink is None and settings.dead_letter_topic:
+        messages = op.map("dead_letter_messages", dead, dead_letter_message)
+        producer = topic_sink(
+            settings.kafka_brokers, settings.dead_letter_topic, settings.kafka_client_config()
+        )
+        op.output("dead_letter_out", messages, producer)
+    else:
+        lines = op.map(
+            "format_dead_letters", dead, lambda letter: ("dead_letters", to_line(letter))
+        )
+        op.output(
+            "dead_letter_out",
+            lines,
+            dead_letter_sink or dead_letter_file(settings.dead_letter_path),
+        )
+    if settings.enriched_topic:
+        message = enriched_messages(table(settings))
+        records = op.flat_map_batch(
+            "enriched_messages",
+            enriched,
+            lambda batch: [
+                message(rec) for _, out in batch for rec in out if type(rec) is Enriched
+            ],
+        )
+        producer = topic_sink(
+            settings.kafka_brokers, settings.enriched_topic, settings.kafka_client_config()
+        )
+        op.output("enriched_out", records, producer)
     return flow

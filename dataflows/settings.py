@@ -10,15 +10,16 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from operators.records import FieldType
 
 ENV_PREFIX = "ENRICH_"
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
 class SettingsError(ValueError):
@@ -40,7 +41,19 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    source: Literal["demo"] = "demo"
+    source: Literal["demo", "kafka"] = "demo"
+
+    kafka_brokers: Annotated[list[str], NoDecode] = []
+    kafka_events_topic: str = "events"
+    kafka_reference_topic: str = "reference"
+    kafka_events_start: Literal["earliest", "latest"] = "earliest"
+    kafka_config: dict[str, SecretStr] = {}
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_batch_size: int = Field(5_000, gt=0)
+    kafka_stop_at_end: bool = False
+    dead_letter_topic: str | None = None
+    enriched_topic: str | None = None
 
     lookup_field: str = "security_id"
     event_id_field: str = "event_id"
@@ -74,11 +87,31 @@ class Settings(BaseSettings):
     gc_gen0_threshold: int = Field(100_000, ge=0)
     progress_seconds: float = Field(2.0, ge=0)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("event_fields", "reference_columns")
     @classmethod
     def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_identifiers(value)
+
+    @field_validator("kafka_brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [broker.strip() for broker in value.split(",") if broker.strip()]
+        return value
+
+    @field_validator(
+        "kafka_events_topic", "kafka_reference_topic", "dead_letter_topic", "enriched_topic"
+    )
+    @classmethod
+    def _topic_is_legal(cls, value: str | None) -> str | None:
+        if value is not None and not _TOPIC.match(value):
+            raise ValueError(
+                f"{value!r} is not a legal Kafka topic name "
+                "(letters, digits, '.', '_', '-'; at most 249 characters)"
+            )
+        return value
 
     @field_validator("table")
     @classmethod
@@ -102,10 +135,24 @@ class Settings(BaseSettings):
                 f"event_fields: {sorted(own_columns & set(self.event_fields))} already have "
                 "their own columns (lookup id, event id, event time)"
             )
+        kafka_outputs = self.dead_letter_topic or self.enriched_topic
+        if (self.source == "kafka" or kafka_outputs) and not self.kafka_brokers:
+            raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")
+        if self.source == "kafka" and self.kafka_events_topic == self.kafka_reference_topic:
+            raise ValueError("kafka_reference_topic: must differ from kafka_events_topic")
         unknown = set(self.miss_defaults) - set(self.reference_columns)
         if unknown:
             raise ValueError(f"miss_defaults: {sorted(unknown)} are not reference columns")
         return self
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka properties for every client; holds secrets, so never log it."""
+        config = {name: value.get_secret_value() for name, value in self.kafka_config.items()}
+        if self.kafka_sasl_username is not None:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return config
 
     def defaults_row(self) -> tuple[Any, ...]:
         """The reference values a miss gets under the `defaults` policy."""

@@ -1,0 +1,80 @@
+"""Dead letters and enriched records as Kafka messages, for Bytewax's `KafkaSink`.
+
+Kafka outputs are at least once: after a crash the resumed epoch is written
+again. Each message therefore carries the event id (enriched) or the source
+position (dead letters), so a consumer can drop repeats; the database sink
+needs no such care because it upserts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from pydantic_core import to_json
+
+from operators.records import DeadLetter, Enriched
+from sinks.table import EnrichedTable
+from sources.kafka import parse_origin
+
+Message = KafkaSinkMessage[bytes | None, bytes | None]
+
+
+def dead_letter_message(letter: DeadLetter) -> Message:
+    """The original key and bytes, untouched; why and where from travel as headers.
+
+    The same layout as Kafka Connect's dead-letter queues, so existing tools
+    for replaying those work here too.
+    """
+    headers = [
+        ("enrich.reason", letter.reason.encode()),
+        ("enrich.detail", letter.detail.encode()),
+        ("enrich.origin", letter.origin.encode()),
+    ]
+    position = parse_origin(letter.origin)
+    if position is not None:
+        topic, partition, offset = position
+        headers += [
+            ("enrich.source.topic", topic.encode()),
+            ("enrich.source.partition", str(partition).encode()),
+            ("enrich.source.offset", str(offset).encode()),
+        ]
+    return KafkaSinkMessage(letter.key, letter.payload, headers=headers)
+
+
+def enriched_messages(table: EnrichedTable) -> Callable[[Enriched], Message]:
+    """Keyed by lookup id, so one security's records stay in order on one partition.
+
+    The value is the event as it came, plus the projected reference columns,
+    plus what the join did under `enrichment`, apart from the producer's
+    fields so no name can collide.
+    """
+    names = [name for name, _ in table.reference_columns]
+    missing = (None,) * len(names)
+
+    def message(rec: Enriched) -> Message:
+        event = rec.event
+        values = missing if rec.row is None else rec.row[: len(names)]
+        document = {
+            **event.fields,
+            **dict(zip(names, values, strict=True)),
+            "enrichment": {
+                "event_id": event.event_id,
+                "status": rec.status.value,
+                "miss_reason": None if rec.miss_reason is None else rec.miss_reason.value,
+                "waited_ms": rec.waited_ms,
+                "ref_version": rec.version,
+            },
+        }
+        return KafkaSinkMessage(event.lookup_id.encode(), to_json(document))
+
+    return message
+
+
+def topic_sink(brokers: Iterable[str], topic: str, config: Mapping[str, str]) -> KafkaSink:
+    """Producer settings favour not losing or reordering over latency."""
+    return KafkaSink(
+        list(brokers),
+        topic,
+        add_config={"enable.idempotence": "true", "linger.ms": "20", **config},
+    )

@@ -1,0 +1,91 @@
+"""Produce the demo data set into the configured Kafka topics.
+
+`python -m sources.demo_to_kafka` with the same `ENRICH_*` settings as the
+dataflow (brokers, topic names, `ENRICH_DEMO_*` sizes) fills the events topic
+and the reference topic, so the Kafka path can be tried on a real cluster
+with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaException, Producer
+
+from dataflows.settings import Settings, SettingsError, load_settings
+from operators.records import Kind
+from sources.demo import DemoConfig, build_plan
+
+
+
+@dataclass(frozen=True)
+class Produced:
+    events: int
+    references: int
+
+
+def produce_demo(settings: Settings) -> Produced:
+    """Every planned record, each partition in its planned order, keyed by lookup id."""
+    plan = build_plan(
+        DemoConfig(
+            events=settings.demo_events,
+            references=settings.demo_references,
+            seed=settings.demo_seed,
+            partitions=settings.demo_partitions,
+        )
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": ",".join(settings.kafka_brokers),
+            "enable.idempotence": "true",
+            "linger.ms": "50",
+            **settings.kafka_client_config(),
+        }
+    )
+    failures: list[str] = []
+
+    def delivered(err: object, _msg: object) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    topics = {
+        Kind.EVENT: settings.kafka_events_topic,
+        Kind.REFERENCE: settings.kafka_reference_topic,
+    }
+    counts = {Kind.EVENT: 0, Kind.REFERENCE: 0}
+    for partition in plan.partitions:
+        for kind, key, value in partition:
+            while True:
+                try:
+                    producer.produce(topics[kind], value, key, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            counts[kind] += 1
+            producer.poll(0)
+    producer.flush()
+    if failures:
+        raise KafkaException(f"{len(failures)} records were not delivered: {failures[0]}")
+    return Produced(counts[Kind.EVENT], counts[Kind.REFERENCE])
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings()
+        if not settings.kafka_brokers:
+            raise SettingsError("invalid settings:\n  ENRICH_KAFKA_BROKERS: no broker given")
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+    produced = produce_demo(settings)
+    print(
+        f"produced {produced.events} events to {settings.kafka_events_topic!r} and "
+        f"{produced.references} reference records to {settings.kafka_reference_topic!r}"
+    )
+
+
+if __name__ == "__main__":
+    main()
