@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import bytewax.operators as op
@@ -82,13 +82,11 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
     return {
         "events_in": EventSource(
             settings.kafka_brokers,
-            [settings.kafka_events_topic],
-            tail=not settings.kafka_stop_at_end,
-            starting_offset=OFFSET_BEGINNING
-            if settings.kafka_events_start == "earliest"
-            else OFFSET_END,
-            add_config=config,
-            batch_size=settings.kafka_batch_size,
+            settings.kafka_events_topic,
+            config,
+            settings.kafka_batch_size,
+            settings.kafka_stop_at_end,
+            start=OFFSET_BEGINNING if settings.kafka_events_start == "earliest" else OFFSET_END,
         ),
         "reference_in": ReferenceSource(
             settings.kafka_brokers,
@@ -100,11 +98,11 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
     }
 
 
-def inputs(settings: Settings, flow: Dataflow, source: Source[Any] | None) -> Stream[Any]:
-    if source is None and settings.source == "kafka":
-        streams = [op.input(name, flow, part) for name, part in kafka_sources(settings).items()]
-        return op.merge("raw", *streams)
-    return op.input("input", flow, source or demo_source(settings))
+def sources(settings: Settings) -> dict[str, Source[Any]]:
+    """Every input of the configured source, by the step id that reads it."""
+    if settings.source == "kafka":
+        return kafka_sources(settings)
+    return {"input": demo_source(settings)}
 
 
 def main_sink(settings: Settings) -> UpsertSink:
@@ -116,13 +114,44 @@ def main_sink(settings: Settings) -> UpsertSink:
     )
 
 
+def write_dead_letters(
+    settings: Settings, dead: Stream[DeadLetter], override: Sink[Any] | None
+) -> None:
+    """To the dead-letter topic when one is set, else to the JSON-lines file."""
+    if override is None and settings.dead_letter_topic:
+        messages = op.map("dead_letter_messages", dead, dead_letter_message)
+        producer = topic_sink(
+            settings.kafka_brokers, settings.dead_letter_topic, settings.kafka_client_config()
+        )
+        op.output("dead_letter_out", messages, producer)
+        return
+    lines = op.map("format_dead_letters", dead, lambda letter: ("dead_letters", to_line(letter)))
+    op.output("dead_letter_out", lines, override or dead_letter_file(settings.dead_letter_path))
+
+
+def write_enriched_topic(settings: Settings, enriched: Stream[tuple[str, list[Any]]]) -> None:
+    """The optional second sink: every enriched record, keyed by lookup id."""
+    if not settings.enriched_topic:
+        return
+    message = enriched_messages(table(settings))
+    records = op.flat_map_batch(
+        "enriched_messages",
+        enriched,
+        lambda batch: [message(rec) for _, out in batch for rec in out if type(rec) is Enriched],
+    )
+    producer = topic_sink(
+        settings.kafka_brokers, settings.enriched_topic, settings.kafka_client_config()
+    )
+    op.output("enriched_out", records, producer)
+
+
 def build_flow(
     settings: Settings,
-    source: Any = None,
+    inputs: Mapping[str, Source[Any]] | None = None,
     sink: Sink[Any] | None = None,
     dead_letter_sink: Sink[Any] | None = None,
 ) -> Dataflow:
-    """The dataflow; tests may swap the source or sinks, nothing else."""
+    """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else."""
     check = decoder(settings)
     shard_names = routing.names(settings.shards)
     partition_names = routing.names(settings.sink_partitions)
@@ -141,7 +170,8 @@ def build_flow(
         return letter
 
     flow = Dataflow("enrich")
-    raw = inputs(settings, flow, source)
+    streams = [op.input(name, flow, src) for name, src in (inputs or sources(settings)).items()]
+    raw = streams[0] if len(streams) == 1 else op.merge("raw", *streams)
     decoded = op.flat_map_batch("decode", raw, decode_and_route)
     checked = op.branch("split_invalid", decoded, lambda item: type(item) is tuple)
     enriched = op.stateful_batch(
@@ -150,35 +180,7 @@ def build_flow(
     routed = op.flat_map_batch("route", enriched, route_to_sink)
     outputs = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
     op.output("sink", outputs.trues, sink or main_sink(settings))
-    dead = op.map(
-        "count_dead_letters", op.merge("dead_letters", checked.falses, outputs.falses), counted
-    )
-    if dead_letter_sink is None and settings.dead_letter_topic:
-        messages = op.map("dead_letter_messages", dead, dead_letter_message)
-        producer = topic_sink(
-            settings.kafka_brokers, settings.dead_letter_topic, settings.kafka_client_config()
-        )
-        op.output("dead_letter_out", messages, producer)
-    else:
-        lines = op.map(
-            "format_dead_letters", dead, lambda letter: ("dead_letters", to_line(letter))
-        )
-        op.output(
-            "dead_letter_out",
-            lines,
-            dead_letter_sink or dead_letter_file(settings.dead_letter_path),
-        )
-    if settings.enriched_topic:
-        message = enriched_messages(table(settings))
-        records = op.flat_map_batch(
-            "enriched_messages",
-            enriched,
-            lambda batch: [
-                message(rec) for _, out in batch for rec in out if type(rec) is Enriched
-            ],
-        )
-        producer = topic_sink(
-            settings.kafka_brokers, settings.enriched_topic, settings.kafka_client_config()
-        )
-        op.output("enriched_out", records, producer)
+    dead = op.merge("dead_letters", checked.falses, outputs.falses)
+    write_dead_letters(settings, op.map("count_dead_letters", dead, counted), dead_letter_sink)
+    write_enriched_topic(settings, enriched)
     return flow

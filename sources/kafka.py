@@ -1,20 +1,21 @@
-"""The events topic and the reference topic, read through Bytewax's Kafka connector.
+"""The events topic and the reference topic as partitioned Bytewax sources.
 
 Both deliver `RawRecord`s whose origin is `kafka/topic/partition/offset`, so
 a dead letter points back at its message and an event without an id gets one
-that is the same on every replay.
+that is the same on every replay. Partitions are listed by Bytewax's
+`KafkaSource`; reading is done on confluent-kafka directly, for two reasons
+measured or missing in Bytewax's partition: it builds a frozen dataclass per
+message, which cost more than all the rest of reading (docs/BENCHMARKS.md),
+and it has no signal for "this partition has reached the end it saw at start".
 
-- Events resume from the offsets in the recovery store, as Bytewax's
-  `KafkaSource` does.
+- Events resume from the offsets in the recovery store.
 - The reference topic is where rows live (the join keeps none in its
   snapshots), so every start re-reads it from the beginning. Records before
   the snapshotted offset are marked `replay`: they rebuild rows without
   releasing or dead-lettering anything twice. When a partition reaches the end
   it saw at start it sends `CaughtUp`, telling the join its rows are complete.
-  Bytewax's partition has no such signal, so this one is built on
-  confluent-kafka directly, with librdkafka's end-of-partition event as the
-  signal: unlike comparing offsets with the high watermark it also holds for
-  compacted topics and transaction markers.
+  librdkafka's end-of-partition event is that signal: unlike comparing offsets
+  with the high watermark, it also holds for transaction markers.
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ _POLL_SECONDS = 0.001
 """How long one poll waits for messages; Bytewax's own Kafka partition uses the same."""
 
 
-def origin(topic: str, partition: int, offset: int) -> str:
-    return f"kafka/{topic}/{partition}/{offset}"
-
-
 def parse_origin(text: str) -> tuple[str, int, int] | None:
     """Topic, partition and offset of a Kafka origin; None for other sources."""
     source, _, rest = text.partition("/")
@@ -46,103 +43,84 @@ def parse_origin(text: str) -> tuple[str, int, int] | None:
     return topic, int(partition), int(position)
 
 
-class _EventPartition(StatefulSourcePartition[RawRecord, Any]):
-    """Bytewax's Kafka partition, its messages as raw event records."""
+class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
+    """One Kafka partition; the snapshot is the next offset to read.
 
-    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
-        self._inner = inner
-
-    def next_batch(self) -> list[RawRecord]:
-        event = Kind.EVENT
-        return [
-            RawRecord(event, msg.key, msg.value, origin(msg.topic, msg.partition, msg.offset))
-            for msg in self._inner.next_batch()
-        ]
-
-    def snapshot(self) -> Any:
-        return self._inner.snapshot()
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-class EventSource(KafkaSource):
-    """The events topic: one Bytewax partition per Kafka partition, resumed by offset."""
-
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _EventPartition:  # type: ignore[override]
-        return _EventPartition(super().build_part(step_id, for_part, resume_state))
-
-
-class _ReferencePartition(StatefulSourcePartition[RawRecord | CaughtUp, int]):
-    """Reads one reference partition from its beginning, every time.
-
-    The snapshot is the offset reached, never lower than the one resumed
-    from, so a crash while re-reading keeps the boundary between replayed
-    and new records.
+    `replay_below` marks records before that offset as replayed, and never
+    lets the snapshot fall below it, so a crash while re-reading keeps the
+    boundary between replayed and new records. `caught_up` names the
+    partition in the `CaughtUp` it sends at the first end of partition.
     """
 
     def __init__(
         self,
         consumer: Consumer,
+        kind: Kind,
         topic: str,
         index: int,
-        partitions: int,
-        resume_offset: int,
+        start: int,
         batch_size: int,
         stop_at_end: bool,
+        replay_below: int = 0,
+        caught_up: CaughtUp | None = None,
     ) -> None:
         self._consumer = consumer
+        self._kind = kind
         self._topic = topic
         self._index = index
-        self._partitions = partitions
-        self._replay_below = resume_offset
-        self._next = resume_offset
+        self._next = start
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
-        self._caught_up = False
+        self._replay_below = replay_below
+        self._caught_up = caught_up
         self._done = False
-        consumer.assign([TopicPartition(topic, index, OFFSET_BEGINNING)])
+        consumer.assign([TopicPartition(topic, index, start)])
 
     def next_batch(self) -> list[RawRecord | CaughtUp]:
         if self._done:
             raise StopIteration
         batch: list[RawRecord | CaughtUp] = []
-        reference = Kind.REFERENCE
-        topic = self._topic
+        append = batch.append
+        kind, topic, index, replay_below = self._kind, self._topic, self._index, self._replay_below
+        offset = -1
         for msg in self._consumer.consume(self._batch_size, _POLL_SECONDS):
             error = msg.error()
-            if error is not None:
-                if error.code() != KafkaError._PARTITION_EOF:
-                    raise KafkaException(error)
-                if not self._caught_up:
-                    self._caught_up = True
-                    batch.append(CaughtUp(f"{topic}/{self._index}", self._partitions))
-                if self._stop_at_end:
-                    self._done = True
-                    break
-                continue
-            offset = msg.offset()
-            batch.append(
-                RawRecord(
-                    reference,
-                    msg.key(),
-                    msg.value(),
-                    origin(topic, self._index, offset),
-                    offset < self._replay_below,
+            if error is None:
+                offset = msg.offset()
+                append(
+                    RawRecord(
+                        kind,
+                        msg.key(),
+                        msg.value(),
+                        f"kafka/{topic}/{index}/{offset}",
+                        offset < replay_below,
+                    )
                 )
-            )
+                continue
+            if error.code() != KafkaError._PARTITION_EOF:
+                raise KafkaException(error)
+            if self._caught_up is not None:
+                append(self._caught_up)
+                self._caught_up = None
+            if self._stop_at_end:
+                self._done = True
+                break
+        if offset >= 0:
             self._next = offset + 1
         return batch
 
-    def snapshot(self) -> int:
+    def snapshot(self) -> int | None:
+        if self._next < 0:
+            # Nothing read yet, so the start is still symbolic (beginning or end).
+            return self._replay_below or None
         return max(self._next, self._replay_below)
 
     def close(self) -> None:
         self._consumer.close()
 
 
-class ReferenceSource(FixedPartitionedSource[RawRecord | CaughtUp, int]):
-    """The compacted reference topic, re-read from its beginning on every start."""
+class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
+    """One topic, one Bytewax partition per Kafka partition."""
 
     def __init__(
         self,
@@ -158,31 +136,58 @@ class ReferenceSource(FixedPartitionedSource[RawRecord | CaughtUp, int]):
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
 
-    def _listing(self) -> KafkaSource:
-        return KafkaSource(self._brokers, [self._topic], add_config=self._config)
-
     def list_parts(self) -> list[str]:
-        return self._listing().list_parts()
+        return KafkaSource(self._brokers, [self._topic], add_config=self._config).list_parts()
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: int | None
-    ) -> _ReferencePartition:
-        index, _, topic = for_part.partition("-")
-        consumer = Consumer(
+    def _consumer(self, end_events: bool) -> Consumer:
+        return Consumer(
             {
                 "bootstrap.servers": ",".join(self._brokers),
-                "group.id": "enrich-reference-unused",
+                # Offsets live in the recovery store; the group is never joined.
+                "group.id": "enrich-unused",
                 "enable.auto.commit": "false",
-                "enable.partition.eof": "true",
+                "enable.partition.eof": str(end_events).lower(),
+                # librdkafka's 500 ms lets a fetch wait that long for data; the
+                # latency benchmark measured 300 ms p50 with it, 43 ms with 50.
+                "fetch.wait.max.ms": "50",
                 **self._config,
             }
         )
-        return _ReferencePartition(
-            consumer,
-            topic,
-            int(index),
-            len(self.list_parts()),
-            resume_state or 0,
+
+
+class EventSource(_TopicSource):
+    """The events topic, resumed from the offsets in the recovery store."""
+
+    def __init__(self, *args: Any, start: int = OFFSET_BEGINNING, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._start = start
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        index = int(for_part.partition("-")[0])
+        return _Partition(
+            self._consumer(self._stop_at_end),
+            Kind.EVENT,
+            self._topic,
+            index,
+            self._start if resume_state is None else resume_state,
             self._batch_size,
             self._stop_at_end,
+        )
+
+
+class ReferenceSource(_TopicSource):
+    """The compacted reference topic, re-read from its beginning on every start."""
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
+        index = int(for_part.partition("-")[0])
+        return _Partition(
+            self._consumer(True),
+            Kind.REFERENCE,
+            self._topic,
+            index,
+            OFFSET_BEGINNING,
+            self._batch_size,
+            self._stop_at_end,
+            replay_below=resume_state or 0,
+            caught_up=CaughtUp(f"{self._topic}/{index}", len(self.list_parts())),
         )

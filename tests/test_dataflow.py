@@ -530,7 +530,7 @@ def run_records(tmp_path: Path, items: list[Any], **overrides: Any) -> dict[str,
         dead_letter_path=tmp_path / "dead_letters.jsonl",
         **overrides,
     )
-    run_main(build_flow(settings, source=TestingSource(items)))
+    run_main(build_flow(settings, {"input": TestingSource(items)}))
     assert read_dead_letters(settings.dead_letter_path) == []
     return read_table(settings.sqlite_path)
 

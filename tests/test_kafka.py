@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
@@ -21,16 +23,18 @@ import pytest
 from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Message
 from conftest import MockKafka
-from test_recovery_scaleout import init_recovery, kill_group, start_flow, tail
+from test_recovery_scaleout import init_recovery, kill_group, resume_point, start_flow, tail
 
 from dataflows.flow import build_flow
 from dataflows.settings import Settings, load_settings
+from operators.enrichment import HELD
 from sources.demo import DemoConfig, DemoTruth, build_plan
 from sources.demo_to_kafka import produce_demo
 
 T = TypeVar("T")
 Row = dict[str, Any]
 
+ROOT = Path(__file__).resolve().parents[1]
 DEAD_LETTERS = "dead-letters"
 ENRICHED = "enriched"
 WAIT_SECONDS = 120.0
@@ -118,7 +122,7 @@ def tailing_env(kafka: MockKafka, work: Path, **overrides: Any) -> dict[str, str
     settings = kafka_settings(kafka, work, kafka_stop_at_end=False, **overrides)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
     env.update({f"ENRICH_{name.upper()}": str(value) for name, value in settings.items() if value})
-    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), ENRICH_LOG_LEVEL="WARNING")
+    env.update(PYTHONPATH=str(ROOT), ENRICH_LOG_LEVEL="WARNING")
     return env
 
 
@@ -287,7 +291,8 @@ def test_crash_and_resume_equal_an_uninterrupted_run(
         proc = live(*recovery, **topics)
         wait_for(has_rows(db, {"e4"}), "e4", proc, tmp_path)
         if crash:
-            wait_for(lambda: join_snapshot(work / "recovery"), "a snapshot", proc, tmp_path)
+            waiting = {"e1", "e2", "e3", "e6"}
+            wait_for(lambda: resumes_missed(work, waiting), "a snapshot", proc, tmp_path)
             kill_group(proc)
         kafka.produce(f"{prefix}-reference", [row("S3"), row("S2"), row("S4", 2)], partition=1)
         if not crash:
@@ -317,19 +322,15 @@ def test_crash_and_resume_equal_an_uninterrupted_run(
     }
 
 
-def join_snapshot(recovery: Path) -> bool:
-    """Whether the store holds a committed snapshot of the join.
+def resumes_missed(work: Path, event_ids: set[str]) -> bool:
+    """Whether a resume now would restore `event_ids` as looked up and missed.
 
-    The run wrote e4 after e1 to e3, read before it from the same partition,
-    had started waiting, so that snapshot holds them.
+    Until the reference topic has caught up, events are held unlooked-up; a
+    kill then would resume them as held, and they would rightly find the rows
+    produced while the run was down, unlike the uninterrupted run.
     """
-    db = recovery / "part-0.sqlite3"
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)) as conn:
-        (count,) = conn.execute(
-            "SELECT count(*) FROM snaps WHERE step_id = 'enrich.enrich' AND ser_change IS NOT NULL"
-            " AND snap_epoch < (SELECT min(worker_frontier) FROM fronts)"
-        ).fetchone()
-    return count > 0
+    pending = resume_point(work / "recovery").pending
+    return {p.event.event_id for p in pending if p.deadline != HELD} == event_ids
 
 
 def test_two_workers_on_partitioned_topics_equal_one(kafka: MockKafka, tmp_path: Path) -> None:
@@ -341,3 +342,26 @@ def test_two_workers_on_partitioned_topics_equal_one(kafka: MockKafka, tmp_path:
     found = without_wall_clock(read_table(two.sqlite_path))
     assert found == without_wall_clock(read_table(one.sqlite_path))
     assert len(found) == demo_truth(settings).good_events
+
+
+def test_the_demo_producer_command_fills_the_configured_topics(
+    kafka: MockKafka, tmp_path: Path
+) -> None:
+    env = tailing_env(kafka, tmp_path, demo_events=300, demo_references=40)
+    env.update(ENRICH_KAFKA_EVENTS_TOPIC="quotes", ENRICH_KAFKA_REFERENCE_TOPIC="securities")
+    done = subprocess.run(
+        [sys.executable, "-m", "sources.demo_to_kafka"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    truth = demo_truth(load_settings(demo_events=300, demo_references=40))
+    assert f"produced {truth.event_records} events to 'quotes'" in done.stdout
+    assert len(kafka.consume_all("quotes")) == truth.event_records
+    assert len(kafka.consume_all("securities")) == truth.reference_records
+
+    env.pop("ENRICH_KAFKA_BROKERS")
+    refused = subprocess.run(
+        [sys.executable, "-m", "sources.demo_to_kafka"],
+        cwd=ROOT, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "ENRICH_KAFKA_BROKERS" in refused.stderr

@@ -60,6 +60,11 @@ def test_env_file_is_read_and_real_variables_override_it(
         ("ENRICH_REFERENCE_COLUMNS", '{"price": "float"}', "also named in event_fields"),
         ("ENRICH_MISS_DEFAULTS", '{"nope": 1}', "not reference columns"),
         ("ENRICH_EVENT_FIELDS", '{"ts": "float"}', "already have their own columns"),
+        ("ENRICH_SOURCE", "kafka", "at least one broker is needed"),
+        ("ENRICH_DEAD_LETTER_TOPIC", "dlq", "at least one broker is needed"),
+        ("ENRICH_KAFKA_EVENTS_TOPIC", "my topic", "not a legal Kafka topic name"),
+        ("ENRICH_KAFKA_EVENTS_START", "middle", "'earliest' or 'latest'"),
+        ("ENRICH_KAFKA_CONFIG", "[1]", "valid dictionary"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(
@@ -69,8 +74,9 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(
     with pytest.raises(SettingsError) as raised:
         load_settings()
     message = str(raised.value)
-    assert f"{name}:" in message
     assert says in message
+    named = "ENRICH_KAFKA_BROKERS" if "broker" in says else name
+    assert f"{named}:" in message
 
 
 def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,3 +86,39 @@ def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) 
         load_settings()
     assert "ENRICH_SHARDS" in str(raised.value)
     assert "ENRICH_SINK_PARTITIONS" in str(raised.value)
+
+
+def test_kafka_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENRICH_SOURCE", "kafka")
+    monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "k1:9092, k2:9092")
+    monkeypatch.setenv("ENRICH_KAFKA_CONFIG", '{"security.protocol": "SASL_SSL"}')
+    monkeypatch.setenv("ENRICH_KAFKA_SASL_USERNAME", "enrich")
+    monkeypatch.setenv("ENRICH_KAFKA_SASL_PASSWORD", "s3cret-pw")
+    settings = load_settings()
+    assert settings.kafka_brokers == ["k1:9092", "k2:9092"]
+    assert settings.kafka_client_config() == {
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "enrich",
+        "sasl.password": "s3cret-pw",
+    }
+
+
+def test_secrets_never_show_in_the_settings_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENRICH_SOURCE", "kafka")
+    monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "k1:9092")
+    monkeypatch.setenv("ENRICH_KAFKA_CONFIG", '{"ssl.key.password": "key-pw"}')
+    monkeypatch.setenv("ENRICH_KAFKA_SASL_PASSWORD", "s3cret-pw")
+    settings = load_settings()
+    for text in (repr(settings), str(settings), str(settings.model_dump())):
+        assert "s3cret-pw" not in text
+        assert "key-pw" not in text
+
+
+def test_the_reference_topic_must_differ_from_the_events_topic(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ENRICH_SOURCE", "kafka")
+    monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "k1:9092")
+    monkeypatch.setenv("ENRICH_KAFKA_REFERENCE_TOPIC", "events")
+    with pytest.raises(SettingsError, match="ENRICH_KAFKA_REFERENCE_TOPIC: .*must differ"):
+        load_settings()
