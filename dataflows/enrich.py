@@ -7,11 +7,11 @@ exposes `flow` for Bytewax to run.
 from __future__ import annotations
 
 import gc
-import logging
 import sys
 
 from dataflows.flow import build_flow
 from dataflows.settings import SettingsError, load_settings
+from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
 try:
@@ -20,11 +20,7 @@ except SettingsError as exc:
     print(exc, file=sys.stderr)
     raise SystemExit(2) from None
 
-logging.basicConfig(
-    level=settings.log_level,
-    format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    stream=sys.stderr,
-)
+start_logging(settings)
 if settings.gc_gen0_threshold:
     # Every event allocates a few short-lived objects; Python's default of 700
     # allocations per young collection makes the collector a large share of

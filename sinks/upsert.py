@@ -44,9 +44,12 @@ def _retrying(dialect: Dialect, action: Callable[[], T]) -> T:
         try:
             return action()
         except Exception as exc:
-            if attempt == _ATTEMPTS or not dialect.is_transient(exc):
+            transient = dialect.is_transient(exc)
+            metrics.SINK_ERRORS.labels("transient" if transient else "permanent").inc()
+            if attempt == _ATTEMPTS or not transient:
                 raise
             log.warning("transient database error (attempt %d): %s", attempt, exc)
+            metrics.SINK_RETRIES.inc()
             time.sleep(delay)
             delay *= 2
             attempt += 1
@@ -88,8 +91,14 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
             params = [self._table.params(rec) for rec in chunk]
             started = time.perf_counter()
             _retrying(self._dialect, partial(self._commit, params))
+            committed = time.time()
             metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.SINK_BATCHES.inc()
+            metrics.EVENT_TO_SINK_SECONDS.observe_many(
+                committed - rec.event.event_time
+                for rec in chunk
+                if rec.event.event_time is not None
+            )
             for status, count in Counter(rec.status for rec in chunk).items():
                 _ROWS[status].inc(count)
 

@@ -8,7 +8,6 @@ with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`.
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 
@@ -17,7 +16,6 @@ from confluent_kafka import KafkaException, Producer
 from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind
 from sources.demo import DemoConfig, build_plan
-
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,6 @@ def produce_demo(settings: Settings) -> Produced:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         settings = load_settings()
         if not settings.kafka_brokers:

@@ -3,9 +3,12 @@
 One registry for the whole process so every worker thread adds to the same
 series, and so Bytewax's API server (`BYTEWAX_DATAFLOW_API_ENABLED`) can serve
 them without a second HTTP server. Hot paths add per batch, never per event.
+docs/OPERATIONS.md explains each one.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from telemetry.histogram import BatchHistogram
 
 RECORDS_IN = Counter(
     "enrich_records_in_total", "Records read from a source, valid or not.", ["kind"]
@@ -18,6 +21,16 @@ OUTCOMES = Counter(
     "Events that left the enrichment step, by status and miss reason.",
     ["status", "miss_reason"],
 )
+LATE_WAIT_SECONDS = BatchHistogram(
+    "enrich_late_wait_seconds",
+    "How long each late-enriched event waited for its reference row; the count is the "
+    "number of late resolutions.",
+    (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+TIMEOUTS = Counter(
+    "enrich_miss_timeouts_total",
+    "Waiting events whose miss timeout passed before their reference row arrived.",
+)
 INNER_EXCLUDED = Counter(
     "enrich_inner_join_excluded_total",
     "Events that found no row and were kept out of the main sink by an inner join.",
@@ -26,6 +39,10 @@ REFERENCE_UPDATES = Counter(
     "enrich_reference_updates_total",
     "Reference updates applied or ignored, by outcome.",
     ["outcome"],
+)
+STALE_UPDATES = Counter(
+    "enrich_stale_updates_ignored_total",
+    "Reference updates ignored because their version was not newer than the row held.",
 )
 DEAD_LETTERS = Counter(
     "enrich_dead_letters_total", "Records sent to the dead-letter output, by reason.", ["reason"]
@@ -36,6 +53,21 @@ SINK_ROWS = Counter("enrich_sink_rows_total", "Rows upserted into the main sink.
 SINK_BATCHES = Counter("enrich_sink_batches_total", "Batches committed to the main sink.")
 SINK_BATCH_SECONDS = Histogram(
     "enrich_sink_batch_seconds", "Time to write and commit one sink batch."
+)
+SINK_ERRORS = Counter(
+    "enrich_sink_errors_total",
+    "Failed attempts to reach or write the main sink's database, by kind: transient "
+    "errors are retried, permanent ones stop the dataflow.",
+    ["kind"],
+)
+SINK_RETRIES = Counter(
+    "enrich_sink_retries_total", "Attempts repeated after a transient database error."
+)
+EVENT_TO_SINK_SECONDS = BatchHistogram(
+    "enrich_event_to_sink_seconds",
+    "From an event's own event time to the commit of its row in the main sink; "
+    "only events that carry an event time.",
+    (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
 )
 REPLAYED_INVALID = Counter(
     "enrich_replayed_invalid_total",

@@ -38,6 +38,28 @@ def _total(name: str) -> int:
     return int(sum(_samples(name).values()))
 
 
+PROGRESS_LINE = (
+    "events {events:,} ({events_per_second:,}/s) | enriched {enriched:,} late {late:,} "
+    "miss {miss:,} | dead letters {dead_letters:,} | pending {pending:,} | "
+    "rows held {rows_held:,} | sink rows {sink_rows:,}"
+)
+
+
+def progress_counts() -> dict[str, int]:
+    """The running totals a progress line shows."""
+    outcomes = _samples("enrich_events_out")
+    return {
+        "events": int(_samples("enrich_records_in").get(("event",), 0)),
+        "enriched": int(outcomes.get(("enriched", ""), 0)),
+        "late": int(outcomes.get(("late_enriched", ""), 0)),
+        "miss": int(sum(v for k, v in outcomes.items() if k[0] == "lookup_miss")),
+        "dead_letters": _total("enrich_dead_letters"),
+        "pending": _total("enrich_pending_events"),
+        "rows_held": _total("enrich_reference_rows"),
+        "sink_rows": _total("enrich_sink_rows"),
+    }
+
+
 class Progress:
     """Logs a line every `interval` seconds and prints a summary at exit."""
 
@@ -45,6 +67,8 @@ class Progress:
         self._interval = interval
         self._started = time.monotonic()
         self._stop = threading.Event()
+        self._last_events = 0
+        self._last_time = self._started
 
     def start(self) -> None:
         if self._interval > 0:
@@ -57,26 +81,17 @@ class Progress:
         print(self.summary(), flush=True)
 
     def _run(self) -> None:
-        last_events, last_time = 0, self._started
         while not self._stop.wait(self._interval):
-            now = time.monotonic()
-            events = int(_samples("enrich_records_in").get(("event",), 0))
-            rate = (events - last_events) / max(now - last_time, 1e-9)
-            last_events, last_time = events, now
-            outcomes = _samples("enrich_events_out")
-            log.info(
-                "events %s (%s/s) | enriched %s late %s miss %s | dead letters %s | "
-                "pending %s | rows held %s | sink rows %s",
-                f"{events:,}",
-                f"{rate:,.0f}",
-                f"{int(outcomes.get(('enriched', ''), 0)):,}",
-                f"{int(outcomes.get(('late_enriched', ''), 0)):,}",
-                f"{int(sum(v for k, v in outcomes.items() if k[0] == 'lookup_miss')):,}",
-                f"{_total('enrich_dead_letters'):,}",
-                f"{_total('enrich_pending_events'):,}",
-                f"{_total('enrich_reference_rows'):,}",
-                f"{_total('enrich_sink_rows'):,}",
-            )
+            self.report()
+
+    def report(self) -> None:
+        """Log one progress line; its numbers also travel as fields, for JSON logs."""
+        now = time.monotonic()
+        fields = progress_counts()
+        elapsed = max(now - self._last_time, 1e-9)
+        fields["events_per_second"] = round((fields["events"] - self._last_events) / elapsed)
+        self._last_events, self._last_time = fields["events"], now
+        log.info(PROGRESS_LINE.format_map(fields), extra=fields)
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self._started

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from operators.decode import DecodedBatch
 from operators.enrichment import Tally
-from operators.records import DeadLetter
+from operators.records import DeadLetter, MissReason
 from telemetry import metrics
 
 
@@ -19,14 +19,19 @@ def record_tally(tally: Tally) -> None:
         metrics.LOOKUPS.labels("miss").inc(tally.misses)
     if tally.late:
         metrics.OUTCOMES.labels("late_enriched", "").inc(tally.late)
+        metrics.LATE_WAIT_SECONDS.observe_many(ms / 1000.0 for ms in tally.late_waits_ms)
     for reason, count in tally.missed_out.items():
         metrics.OUTCOMES.labels("lookup_miss", reason.value).inc(count)
+    if MissReason.TIMEOUT in tally.missed_out:
+        metrics.TIMEOUTS.inc(tally.missed_out[MissReason.TIMEOUT])
     if tally.inner_excluded:
         metrics.INNER_EXCLUDED.inc(tally.inner_excluded)
     for outcome in ("applied", "stale", "deleted", "absent_deletes"):
         count = getattr(tally, outcome)
         if count:
             metrics.REFERENCE_UPDATES.labels(outcome).inc(count)
+    if tally.stale:
+        metrics.STALE_UPDATES.inc(tally.stale)
     if tally.pending_delta:
         metrics.PENDING.inc(tally.pending_delta)
     if tally.rows_delta:
@@ -42,7 +47,8 @@ def record_dead_letters(letters: Iterable[DeadLetter]) -> None:
 
 
 def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:
+    """`batch_size` counts the whole source batch; caught-up markers are not records."""
     metrics.RECORDS_IN.labels("event").inc(decoded.events)
-    metrics.RECORDS_IN.labels("reference").inc(batch_size - decoded.events)
+    metrics.RECORDS_IN.labels("reference").inc(batch_size - decoded.events - len(decoded.caught_up))
     if decoded.replayed_invalid:
         metrics.REPLAYED_INVALID.inc(decoded.replayed_invalid)

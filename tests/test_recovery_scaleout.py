@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import signal
 import socket
 import sqlite3
@@ -29,6 +28,7 @@ from typing import Any
 import pytest
 
 from operators.enrichment import Pending
+from recovery_store.unpickle import loads
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 20_000
@@ -212,8 +212,7 @@ def resume_point(recovery: Path) -> ResumePoint:
     offsets: dict[str, int] = {}
     pending: list[Pending] = []
     for step, key, blob in snaps:
-        # Trusted bytes: written moments ago by this test's own run into its tmp_path.
-        state = None if blob is None else pickle.loads(blob)
+        state = None if blob is None else loads(blob)
         if step == INPUT_STEP and state is not None:
             offsets[key] = state
         elif step == ENRICH_STEP and state:

@@ -120,5 +120,5 @@ def test_the_reference_topic_must_differ_from_the_events_topic(
     monkeypatch.setenv("ENRICH_SOURCE", "kafka")
     monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "k1:9092")
     monkeypatch.setenv("ENRICH_KAFKA_REFERENCE_TOPIC", "events")
-    with pytest.raises(SettingsError, match="ENRICH_KAFKA_REFERENCE_TOPIC: .*must differ"):
+    with pytest.raises(SettingsError, match=r"ENRICH_KAFKA_REFERENCE_TOPIC: .*must differ"):
         load_settings()

@@ -1,0 +1,1 @@
+"""Read-only inspection of the dataflow's Bytewax recovery partitions."""

@@ -1,0 +1,157 @@
+"""Read Bytewax 0.21 recovery partitions without ever writing to them.
+
+Each partition is an SQLite file (`part-N.sqlite3`) in WAL mode. Opening it
+with a `mode=ro` URI lets a running dataflow keep writing while we read, and
+reading each file inside one transaction gives a consistent view of that
+file. Partitions are separate files, so two of them may be read an epoch
+apart while a dataflow runs.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+PARTITION_GLOB = "*.sqlite3"
+TABLES = frozenset({"parts", "exs", "fronts", "commits", "snaps"})
+BUSY_TIMEOUT_SECONDS = 5.0
+
+
+class StoreError(Exception):
+    """The directory cannot be read as a recovery store; the message says why."""
+
+
+@dataclass(frozen=True)
+class Partition:
+    index: int
+    count: int
+    file: str
+    created_at: str
+    file_bytes: int
+    """The file and its write-ahead log, where a running dataflow's latest writes sit."""
+
+
+@dataclass(frozen=True)
+class Execution:
+    ex_num: int
+    worker_count: int
+    resume_epoch: int
+    created_at: str
+
+
+@dataclass(frozen=True)
+class Frontier:
+    ex_num: int
+    worker_index: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    part_index: int
+    epoch: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One stored change; `data` is None when the step discarded the key at that epoch."""
+
+    step_id: str
+    state_key: str
+    epoch: int
+    data: bytes | None
+    part_index: int
+
+
+@dataclass(frozen=True)
+class Store:
+    """Every partition's rows, merged: Bytewax spreads executions and frontiers over them."""
+
+    directory: Path
+    partitions: list[Partition]
+    executions: list[Execution]
+    frontiers: list[Frontier]
+    commits: list[Commit]
+    snapshots: list[Snapshot]
+
+
+def _size(path: Path) -> int:
+    """0 for a file that is gone: a dataflow removes its log when it closes the store."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+@contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    uri = f"{path.resolve().as_uri()}?mode=ro"
+    with closing(
+        sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    ) as conn:
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("ROLLBACK")
+
+
+def _read_partition(path: Path, store: Store) -> None:
+    with _read_only(path) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        missing = ", ".join(sorted(TABLES - tables))
+        if missing:
+            raise StoreError(f"{path} is not a Bytewax recovery partition (no table {missing})")
+        parts = conn.execute("SELECT part_index, part_count, created_at FROM parts").fetchall()
+        if len(parts) != 1:
+            raise StoreError(f"{path} holds {len(parts)} partition records instead of one")
+        (index, count, created_at) = parts[0]
+        size = _size(path) + _size(path.with_name(f"{path.name}-wal"))
+        store.partitions.append(Partition(index, count, path.name, created_at, size))
+        store.executions.extend(
+            Execution(*row)
+            for row in conn.execute(
+                "SELECT ex_num, worker_count, resume_epoch, created_at FROM exs"
+            )
+        )
+        store.frontiers.extend(
+            Frontier(*row)
+            for row in conn.execute("SELECT ex_num, worker_index, worker_frontier FROM fronts")
+        )
+        store.commits.extend(
+            Commit(*row) for row in conn.execute("SELECT part_index, commit_epoch FROM commits")
+        )
+        store.snapshots.extend(
+            Snapshot(step_id, key, epoch, data, index)
+            for step_id, key, epoch, data in conn.execute(
+                "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps"
+            )
+        )
+
+
+def read_store(directory: Path) -> Store:
+    """Every table of every partition in `directory`, or a StoreError saying why not."""
+    if not directory.exists():
+        raise StoreError(f"{directory} does not exist")
+    if not directory.is_dir():
+        raise StoreError(f"{directory} is not a directory")
+    paths = sorted(directory.glob(PARTITION_GLOB))
+    if not paths:
+        raise StoreError(
+            f"{directory} holds no recovery partitions ({PARTITION_GLOB}); create them with "
+            f"`python -m bytewax.recovery {directory} COUNT`"
+        )
+    store = Store(directory, [], [], [], [], [])
+    for path in paths:
+        try:
+            _read_partition(path, store)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path} cannot be read as a recovery partition: {exc}") from None
+    store.partitions.sort(key=lambda part: part.index)
+    store.executions.sort(key=lambda ex: ex.ex_num)
+    store.frontiers.sort(key=lambda front: (front.ex_num, front.worker_index))
+    store.commits.sort(key=lambda commit: commit.part_index)
+    return store
