@@ -23,18 +23,17 @@ import pytest
 from bytewax.testing import cluster_main, run_main
 from confluent_kafka import Message
 from conftest import MockKafka
-from test_recovery_scaleout import init_recovery, kill_group, resume_point, start_flow, tail
+from flowrun import ROOT, flow_env, init_recovery, kill_group, resume_point, start_flow, tail
 
-from dataflows.flow import build_flow
+from dataflows.flow import build_flow, demo_source
 from dataflows.settings import Settings, load_settings
 from operators.enrichment import HELD
-from sources.demo import DemoConfig, DemoTruth, build_plan
+from sources.demo import DemoTruth, build_plan
 from sources.demo_to_kafka import produce_demo
 
 T = TypeVar("T")
 Row = dict[str, Any]
 
-ROOT = Path(__file__).resolve().parents[1]
 DEAD_LETTERS = "dead-letters"
 ENRICHED = "enriched"
 WAIT_SECONDS = 120.0
@@ -119,11 +118,7 @@ def has_rows(db: Path, ids: set[str]) -> Callable[[], dict[str, Row] | None]:
 
 
 def tailing_env(kafka: MockKafka, work: Path, **overrides: Any) -> dict[str, str]:
-    settings = kafka_settings(kafka, work, kafka_stop_at_end=False, **overrides)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
-    env.update({f"ENRICH_{name.upper()}": str(value) for name, value in settings.items() if value})
-    env.update(PYTHONPATH=str(ROOT), ENRICH_LOG_LEVEL="WARNING")
-    return env
+    return flow_env(work, **kafka_settings(kafka, work, kafka_stop_at_end=False, **overrides))
 
 
 @pytest.fixture
@@ -145,14 +140,7 @@ SMALL_DEMO = {"demo_events": 5_000, "demo_references": 500}
 
 
 def demo_truth(settings: Settings) -> DemoTruth:
-    return build_plan(
-        DemoConfig(
-            events=settings.demo_events,
-            references=settings.demo_references,
-            seed=settings.demo_seed,
-            partitions=settings.demo_partitions,
-        )
-    ).truth
+    return build_plan(demo_source(settings).cfg).truth
 
 
 def test_demo_data_set_through_kafka_accounts_for_every_event(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flowrun import ROOT, flow_env
 from prometheus_client import REGISTRY
 
 from dataflows.settings import Settings, load_settings
@@ -21,7 +21,6 @@ from telemetry.logging import REDACTED, configure_logging, public_settings, secr
 from telemetry.logging import start_logging as start
 from telemetry.progress import Progress
 
-ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = 'pa"ss\\word'
 """Holds characters JSON and repr escape, so every spelling of it must be caught."""
 KEY_PASSWORD = "hunter2-key"
@@ -153,16 +152,15 @@ def test_progress_lines_carry_their_numbers_as_fields(capsys: pytest.CaptureFixt
 
 def test_the_entry_point_logs_json_and_never_a_secret(tmp_path: Path) -> None:
     """The demo, configured by environment with secrets, writes only JSON lines on stderr."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        ENRICH_SQLITE_PATH=str(tmp_path / "enriched.sqlite"),
-        ENRICH_DEAD_LETTER_PATH=str(tmp_path / "dead_letters.jsonl"),
-        ENRICH_DEMO_EVENTS="2000",
-        ENRICH_DEMO_REFERENCES="200",
-        ENRICH_LOG_FORMAT="json",
-        ENRICH_KAFKA_SASL_PASSWORD=PASSWORD,
-        ENRICH_KAFKA_CONFIG=json.dumps({"ssl.key.password": KEY_PASSWORD}),
+    env = flow_env(
+        tmp_path,
+        demo_events=2000,
+        demo_references=200,
+        log_level="INFO",
+        log_format="json",
+        progress_seconds=2.0,
+        kafka_sasl_password=PASSWORD,
+        kafka_config=json.dumps({"ssl.key.password": KEY_PASSWORD}),
     )
     result = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "dataflows.enrich"],

@@ -36,7 +36,6 @@ from dataflows.settings import load_settings
 from operators.records import Kind, RawRecord
 from sources.demo import DemoSource, DemoTruth, build_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 RELEASE_ENV = "METRICS_TEST_RELEASE"
 SIZES = {"demo_events": 3_000, "demo_references": 300}
 RATE = 3_000
@@ -159,20 +158,25 @@ def planned_copies(lookup_ids: frozenset[str]) -> int:
 
 
 def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path: Path) -> None:
+    # Imported here: the dataflow subprocess imports this module as `tests.…`,
+    # where the test-only helpers are not importable.
+    from flowrun import ROOT, flow_env
+
     port = free_port()
     release = tmp_path / "release"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
+    env = flow_env(
+        tmp_path,
+        miss_policy="dead_letter",
+        miss_timeout_seconds=MISS_TIMEOUT,
+        demo_rate=RATE,
+        progress_seconds=2.0,
+        log_level="INFO",
+        **SIZES,
+    )
     env.update(
-        PYTHONPATH=str(ROOT),
         BYTEWAX_DATAFLOW_API_ENABLED="true",
         BYTEWAX_DATAFLOW_API_PORT=str(port),
         BYTEWAX_DATAFLOW_API_CACHE_PATH=str(tmp_path),
-        ENRICH_SQLITE_PATH=str(tmp_path / "enriched.sqlite"),
-        ENRICH_DEAD_LETTER_PATH=str(tmp_path / "dead_letters.jsonl"),
-        ENRICH_MISS_POLICY="dead_letter",
-        ENRICH_MISS_TIMEOUT_SECONDS=str(MISS_TIMEOUT),
-        ENRICH_DEMO_RATE=str(RATE),
-        **{f"ENRICH_{name.upper()}": str(size) for name, size in SIZES.items()},
         **{RELEASE_ENV: str(release)},
     )
     truth = build_plan(demo_source(load_settings(**SIZES)).cfg).truth

@@ -11,33 +11,33 @@ two runs; dead-letter files are compared as multisets of lines without their
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
-from contextlib import closing, suppress
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from flowrun import (
+    ResumePoint,
+    init_recovery,
+    kill_group,
+    resume_point,
+    start_flow,
+    tail,
+)
+from flowrun import flow_env as run_env
 
-from operators.enrichment import Pending
-from recovery_store.unpickle import loads
-
-ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 20_000
 REFERENCES = 2_000
 PACED_RATE = 5_000
 """Events/s for runs that get killed: slow enough to stop them mid-stream."""
 RUN_TIMEOUT = 120.0
-ENRICH_STEP = "enrich.enrich"
-INPUT_STEP = "enrich.input"
 WALL_CLOCK_COLUMNS = frozenset({"waited_ms"})
 """Columns that measure elapsed time, so no two runs agree on them."""
 
@@ -52,56 +52,10 @@ class Outcome:
     dead_letters: Counter[str]
 
 
-@dataclass(frozen=True)
-class ResumePoint:
-    """Where the next execution will resume: its epoch and the snapshots it will load."""
-
-    epoch: int
-    offsets: dict[str, int]
-    pending: list[Pending]
-
-
 def flow_env(work: Path, **settings: object) -> dict[str, str]:
-    """An environment naming only this run's files, so runs never share output."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        ENRICH_DEMO_EVENTS=str(EVENTS),
-        ENRICH_DEMO_REFERENCES=str(REFERENCES),
-        ENRICH_MISS_TIMEOUT_SECONDS="3600",
-        ENRICH_SQLITE_PATH=str(work / "enriched.sqlite"),
-        ENRICH_DEAD_LETTER_PATH=str(work / "dead_letters.jsonl"),
-        ENRICH_PROGRESS_SECONDS="0",
-        ENRICH_LOG_LEVEL="WARNING",
-    )
-    env.update({f"ENRICH_{name.upper()}": str(value) for name, value in settings.items()})
-    return env
-
-
-def start_flow(
-    work: Path, args: Sequence[str], env: dict[str, str], log: str
-) -> subprocess.Popen[bytes]:
-    """Start the dataflow in its own session, so one signal reaches its whole group."""
-    with open(work / log, "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.enrich", *args],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL, as a crash would: no atexit, no flush, no clean shutdown."""
-    with suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def tail(work: Path, log: str) -> str:
-    return (work / log).read_text(errors="replace")[-3_000:]
+    """This file's demo size, with a miss timeout far beyond any run."""
+    defaults = {"demo_events": EVENTS, "demo_references": REFERENCES, "miss_timeout_seconds": 3600}
+    return run_env(work, **{**defaults, **settings})
 
 
 def finish(procs: Sequence[tuple[subprocess.Popen[bytes], str]], work: Path) -> None:
@@ -185,41 +139,6 @@ def kill_when(proc: subprocess.Popen[bytes], db: Path, rows: int, work: Path, lo
     return count_rows(db)
 
 
-def resume_point(recovery: Path) -> ResumePoint:
-    """Read the resume epoch and the snapshots the next execution will load.
-
-    Mirrors Bytewax 0.21's own rule: the resume epoch is the smallest worker
-    frontier of the last execution, and each state key resumes from its
-    newest snapshot before that epoch. The next run records the epoch it
-    actually used in `exs`, which the tests check against this one.
-    """
-    with closing(sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True)) as conn:
-        ex_num, workers, started_at = conn.execute(
-            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
-        ).fetchone()
-        fronts = dict(
-            conn.execute(
-                "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
-            )
-        )
-        epoch = min(max(fronts.get(w, started_at), started_at) for w in range(workers))
-        snaps = conn.execute(
-            "SELECT step_id, state_key, ser_change FROM snaps AS s WHERE snap_epoch = "
-            "(SELECT MAX(snap_epoch) FROM snaps WHERE step_id = s.step_id "
-            "AND state_key = s.state_key AND snap_epoch < ?)",
-            (epoch,),
-        ).fetchall()
-    offsets: dict[str, int] = {}
-    pending: list[Pending] = []
-    for step, key, blob in snaps:
-        state = None if blob is None else loads(blob)
-        if step == INPUT_STEP and state is not None:
-            offsets[key] = state
-        elif step == ENRICH_STEP and state:
-            pending.extend(state)
-    return ResumePoint(epoch, offsets, pending)
-
-
 def resume_epochs(recovery: Path) -> list[int]:
     with closing(sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True)) as conn:
         return [epoch for (epoch,) in conn.execute("SELECT resume_epoch FROM exs ORDER BY ex_num")]
@@ -251,16 +170,6 @@ def held_back(point: ResumePoint, written: set[str], baseline: Outcome) -> set[s
         if waiting.event.event_id not in written
         and status.get(waiting.event.event_id) == "late_enriched"
     }
-
-
-def init_recovery(work: Path) -> list[str]:
-    recovery = work / "recovery"
-    recovery.mkdir()
-    subprocess.run(
-        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], cwd=ROOT, check=True
-    )
-    # `-s` takes whole seconds; 0 snapshots every epoch, so a kill loses little.
-    return ["-r", str(recovery), "-s", "0", "-b", "0"]
 
 
 def free_ports(count: int) -> list[int]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from bytewax.recovery import init_db_dir
+from flowrun import ROOT, flow_env
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -37,7 +38,6 @@ from recovery_store.store import read_store
 from recovery_store.unpickle import RefusedPickle, loads
 from sources.demo import build_plan
 
-ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 5.0
 ENRICH, INPUT, SINK = "enrich.enrich", "enrich.input", "enrich.sink"
 RUN_TIMEOUT = 120.0
@@ -431,20 +431,6 @@ def test_a_partition_collected_past_the_resume_epoch_is_a_problem(
     code, text, _ = run_main(capsys, store)
     assert code == 1
     assert "PROBLEM: partitions [1] were garbage-collected past the resume epoch 7" in text
-
-
-def flow_env(work: Path, **settings: object) -> dict[str, str]:
-    """An environment naming only this run's files."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        ENRICH_SQLITE_PATH=str(work / "enriched.sqlite"),
-        ENRICH_DEAD_LETTER_PATH=str(work / "dead_letters.jsonl"),
-        ENRICH_PROGRESS_SECONDS="0",
-        ENRICH_LOG_LEVEL="WARNING",
-    )
-    env.update({f"ENRICH_{name.upper()}": str(value) for name, value in settings.items()})
-    return env
 
 
 def test_a_running_dataflow_is_inspected_without_disturbing_it(tmp_path: Path) -> None:

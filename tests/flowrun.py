@@ -1,0 +1,126 @@
+"""Running the real entry point as a subprocess, and reading what its recovery store will resume.
+
+Shared by the tests that crash, resume, tail or inspect a live dataflow.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from operators.enrichment import Pending
+from recovery_store.unpickle import loads
+
+ROOT = Path(__file__).resolve().parents[1]
+ENRICH_STEP = "enrich.enrich"
+INPUT_STEP = "enrich.input"
+
+
+def flow_env(work: Path, **settings: object) -> dict[str, str]:
+    """An environment naming only this run's files, so runs never share output.
+
+    A setting given as None is left unset, so its default applies.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
+    env.update(
+        PYTHONPATH=str(ROOT),
+        ENRICH_SQLITE_PATH=str(work / "enriched.sqlite"),
+        ENRICH_DEAD_LETTER_PATH=str(work / "dead_letters.jsonl"),
+        ENRICH_PROGRESS_SECONDS="0",
+        ENRICH_LOG_LEVEL="WARNING",
+    )
+    env.update(
+        {
+            f"ENRICH_{name.upper()}": str(value)
+            for name, value in settings.items()
+            if value is not None
+        }
+    )
+    return env
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where the next execution will resume: its epoch and the snapshots it will load."""
+
+    epoch: int
+    offsets: dict[str, int]
+    pending: list[Pending]
+
+
+def start_flow(
+    work: Path, args: Sequence[str], env: dict[str, str], log: str
+) -> subprocess.Popen[bytes]:
+    """Start the dataflow in its own session, so one signal reaches its whole group."""
+    with open(work / log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bytewax.run", "dataflows.enrich", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL, as a crash would: no atexit, no flush, no clean shutdown."""
+    with suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def tail(work: Path, log: str) -> str:
+    return (work / log).read_text(errors="replace")[-3_000:]
+
+
+def resume_point(recovery: Path) -> ResumePoint:
+    """Read the resume epoch and the snapshots the next execution will load.
+
+    Mirrors Bytewax 0.21's own rule: the resume epoch is the smallest worker
+    frontier of the last execution, and each state key resumes from its
+    newest snapshot before that epoch. The next run records the epoch it
+    actually used in `exs`, which the tests check against this one.
+    """
+    with closing(sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True)) as conn:
+        ex_num, workers, started_at = conn.execute(
+            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
+        ).fetchone()
+        fronts = dict(
+            conn.execute(
+                "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
+            )
+        )
+        epoch = min(max(fronts.get(w, started_at), started_at) for w in range(workers))
+        snaps = conn.execute(
+            "SELECT step_id, state_key, ser_change FROM snaps AS s WHERE snap_epoch = "
+            "(SELECT MAX(snap_epoch) FROM snaps WHERE step_id = s.step_id "
+            "AND state_key = s.state_key AND snap_epoch < ?)",
+            (epoch,),
+        ).fetchall()
+    offsets: dict[str, int] = {}
+    pending: list[Pending] = []
+    for step, key, blob in snaps:
+        state = None if blob is None else loads(blob)
+        if step == INPUT_STEP and state is not None:
+            offsets[key] = state
+        elif step == ENRICH_STEP and state:
+            pending.extend(state)
+    return ResumePoint(epoch, offsets, pending)
+
+
+def init_recovery(work: Path) -> list[str]:
+    recovery = work / "recovery"
+    recovery.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], cwd=ROOT, check=True
+    )
+    # `-s` takes whole seconds; 0 snapshots every epoch, so a kill loses little.
+    return ["-r", str(recovery), "-s", "0", "-b", "0"]
