@@ -114,7 +114,7 @@ class CountSink(DynamicSink[Any]):
         return _Count()
 
 
-def _run_with_recovery(flow: Dataflow) -> float:
+def run_with_recovery(flow: Dataflow) -> float:
     """Run with recovery on, as the job runs: 1 s epochs, its GC threshold.
 
     The pre-built input is frozen out of the collector first: a real source
@@ -204,7 +204,7 @@ def bench_step(n_events: int, n_rows: int, repeats: int = 3) -> list[str]:
             seconds = float("inf")
             for _ in range(runs):
                 CountSink.seen = 0
-                seconds = min(seconds, _run_with_recovery(make()))
+                seconds = min(seconds, run_with_recovery(make()))
             lines.append(
                 f"| {name} | {label}, {n_rows:,} rows | {CountSink.seen:,} | {seconds:.2f} | "
                 f"{n_events / seconds:,.0f} | {(n_events + n_rows) / seconds:,.0f} |"

@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +37,12 @@ from bytewax.outputs import (
     StatefulSinkPartition,
     StatelessSinkPartition,
 )
-from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import run_main
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_enrich import machine  # noqa: E402
+from bench.bench_enrich import machine, run_with_recovery  # noqa: E402
 from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa: E402
 from dataflows.settings import Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
@@ -225,19 +222,8 @@ def cut_flow(settings: Settings, stage: str) -> Dataflow:
 
 def run_stage(bootstrap: str, stage: str, events: int) -> float:
     """One cut of the dataflow to the end of the topics; events/s (in a fresh process)."""
-    import gc
-
-    gc.set_threshold(100_000, *gc.get_threshold()[1:])
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        flow = cut_flow(settings_for(bootstrap, work, stop_at_end=True), stage)
-        (work / "recovery").mkdir()
-        init_db_dir(work / "recovery", 1)
-        run_main(
-            flow,
-            epoch_interval=timedelta(seconds=1),
-            recovery_config=RecoveryConfig(str(work / "recovery")),
-        )
+        run_with_recovery(cut_flow(settings_for(bootstrap, Path(tmp), stop_at_end=True), stage))
         if Meter.events != events:
             raise RuntimeError(f"{Meter.events} of {events} events reached the end of {stage}")
         return Meter.rate()
@@ -323,18 +309,9 @@ class MeteredSink(FixedPartitionedSink[list[Enriched], None]):
 
 def latency_flow(bootstrap: str, work: str) -> None:
     """Tails the topics until killed, writing each row's latency to `work/latency.txt`."""
-    import gc
-
-    gc.set_threshold(100_000, *gc.get_threshold()[1:])
-    root = Path(work)
-    settings = settings_for(bootstrap, root, stop_at_end=False)
-    flow = build_flow(settings, sink=MeteredSink(main_sink(settings), root / "latency.txt"))
-    (root / "recovery").mkdir()
-    init_db_dir(root / "recovery", 1)
-    run_main(
-        flow,
-        epoch_interval=timedelta(seconds=1),
-        recovery_config=RecoveryConfig(str(root / "recovery")),
+    settings = settings_for(bootstrap, Path(work), stop_at_end=False)
+    run_with_recovery(
+        build_flow(settings, sink=MeteredSink(main_sink(settings), Path(work) / "latency.txt"))
     )
 
 

@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Producer
 
+from dataflows.flow import demo_source
 from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind
-from sources.demo import DemoConfig, build_plan
+from sources.demo import build_plan
 
 
 @dataclass(frozen=True)
@@ -26,14 +27,7 @@ class Produced:
 
 def produce_demo(settings: Settings) -> Produced:
     """Every planned record, each partition in its planned order, keyed by lookup id."""
-    plan = build_plan(
-        DemoConfig(
-            events=settings.demo_events,
-            references=settings.demo_references,
-            seed=settings.demo_seed,
-            partitions=settings.demo_partitions,
-        )
-    )
+    plan = build_plan(demo_source(settings).cfg)
     producer = Producer(
         {
             "bootstrap.servers": ",".join(settings.kafka_brokers),

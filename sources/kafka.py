@@ -135,9 +135,14 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
         self._config = dict(config)
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
+        self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:
-        return KafkaSource(self._brokers, [self._topic], add_config=self._config).list_parts()
+        """Asked of the cluster once: every partition built needs the count."""
+        if self._parts is None:
+            listing = KafkaSource(self._brokers, [self._topic], add_config=self._config)
+            self._parts = listing.list_parts()
+        return self._parts
 
     def _consumer(self, end_events: bool) -> Consumer:
         return Consumer(
