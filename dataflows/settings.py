@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -36,24 +36,75 @@ def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
     return names
 
 
-class Settings(BaseSettings):
-    """Validated settings; see the README's settings table for each one."""
+class _EnrichSettings(BaseSettings):
+    """Every program of the product reads `ENRICH_*` variables the same way."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
-    source: Literal["demo", "kafka"] = "demo"
+
+class KafkaConnection(_EnrichSettings):
+    """How to reach Kafka; shared by the dataflow and the reference publisher."""
 
     kafka_brokers: Annotated[list[str], NoDecode] = []
-    kafka_events_topic: str = "events"
-    kafka_reference_topic: str = "reference"
-    kafka_events_start: Literal["earliest", "latest"] = "earliest"
     kafka_config: dict[str, SecretStr] = {}
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+
+    @field_validator("kafka_brokers", mode="before")
+    @classmethod
+    def _split_brokers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [broker.strip() for broker in value.split(",") if broker.strip()]
+        return value
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka properties for every client; holds secrets, so never log it."""
+        config = {name: value.get_secret_value() for name, value in self.kafka_config.items()}
+        if self.kafka_sasl_username is not None:
+            config["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password is not None:
+            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
+        return config
+
+
+class OracleConnection(_EnrichSettings):
+    """How to reach Oracle; shared by the sink and the reference publisher.
+
+    Thin mode needs no Oracle client; thick mode loads Oracle Instant Client
+    (from `oracle_client_lib_dir`, or the system library path).
+    """
+
+    oracle_user: str | None = None
+    oracle_password: SecretStr | None = None
+    oracle_dsn: str | None = None
+    oracle_thick_mode: bool = False
+    oracle_client_lib_dir: Path | None = None
+
+    def require_oracle(self, because: str) -> None:
+        """Refuse start-up, naming every missing setting, when Oracle is used."""
+        missing = [
+            name
+            for name in ("oracle_user", "oracle_password", "oracle_dsn")
+            if getattr(self, name) is None
+        ]
+        if missing:
+            raise ValueError(f"{missing[0]}: {because}, so {', '.join(missing)} must be set")
+
+
+class Settings(KafkaConnection, OracleConnection):
+    """Validated settings of the dataflow; see the README's settings table for each one."""
+
+    source: Literal["demo", "kafka"] = "demo"
+
+    kafka_events_topic: str = "events"
+    kafka_reference_topic: str = "reference"
+    kafka_events_start: Literal["earliest", "latest"] = "earliest"
     kafka_batch_size: int = Field(5_000, gt=0)
     kafka_stop_at_end: bool = False
     dead_letter_topic: str | None = None
     enriched_topic: str | None = None
+
+    database: Literal["sqlite", "oracle"] = "sqlite"
 
     lookup_field: str = "security_id"
     event_id_field: str = "event_id"
@@ -94,13 +145,6 @@ class Settings(BaseSettings):
     def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_identifiers(value)
 
-    @field_validator("kafka_brokers", mode="before")
-    @classmethod
-    def _split_brokers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [broker.strip() for broker in value.split(",") if broker.strip()]
-        return value
-
     @field_validator(
         "kafka_events_topic", "kafka_reference_topic", "dead_letter_topic", "enriched_topic"
     )
@@ -140,19 +184,12 @@ class Settings(BaseSettings):
             raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")
         if self.source == "kafka" and self.kafka_events_topic == self.kafka_reference_topic:
             raise ValueError("kafka_reference_topic: must differ from kafka_events_topic")
+        if self.database == "oracle":
+            self.require_oracle("database is oracle")
         unknown = set(self.miss_defaults) - set(self.reference_columns)
         if unknown:
             raise ValueError(f"miss_defaults: {sorted(unknown)} are not reference columns")
         return self
-
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka properties for every client; holds secrets, so never log it."""
-        config = {name: value.get_secret_value() for name, value in self.kafka_config.items()}
-        if self.kafka_sasl_username is not None:
-            config["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        return config
 
     def defaults_row(self) -> tuple[Any, ...]:
         """The reference values a miss gets under the `defaults` policy."""
@@ -166,11 +203,14 @@ def _env_name(loc: tuple[Any, ...], message: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
-def load_settings(**overrides: Any) -> Settings:
+S = TypeVar("S", bound=_EnrichSettings)
+
+
+def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
     """Read settings, or raise SettingsError naming every bad variable."""
     env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
     try:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

@@ -65,6 +65,8 @@ def test_env_file_is_read_and_real_variables_override_it(
         ("ENRICH_KAFKA_EVENTS_TOPIC", "my topic", "not a legal Kafka topic name"),
         ("ENRICH_KAFKA_EVENTS_START", "middle", "'earliest' or 'latest'"),
         ("ENRICH_KAFKA_CONFIG", "[1]", "valid dictionary"),
+        ("ENRICH_DATABASE", "oracle", "oracle_user, oracle_password, oracle_dsn must be set"),
+        ("ENRICH_DATABASE", "postgres", "'sqlite' or 'oracle'"),
     ],
 )
 def test_a_bad_setting_stops_start_up_naming_the_variable(
@@ -75,8 +77,9 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(
         load_settings()
     message = str(raised.value)
     assert says in message
-    named = "ENRICH_KAFKA_BROKERS" if "broker" in says else name
-    assert f"{named}:" in message
+    named = {"broker": "ENRICH_KAFKA_BROKERS", "oracle_user": "ENRICH_ORACLE_USER"}
+    named_var = next((var for word, var in named.items() if word in says), name)
+    assert f"{named_var}:" in message
 
 
 def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,6 +115,18 @@ def test_secrets_never_show_in_the_settings_text(monkeypatch: pytest.MonkeyPatch
     for text in (repr(settings), str(settings), str(settings.model_dump())):
         assert "s3cret-pw" not in text
         assert "key-pw" not in text
+
+
+def test_oracle_connection_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENRICH_DATABASE", "oracle")
+    monkeypatch.setenv("ENRICH_ORACLE_USER", "enrich")
+    monkeypatch.setenv("ENRICH_ORACLE_PASSWORD", "ora-s3cret")
+    monkeypatch.setenv("ENRICH_ORACLE_DSN", "db.example:1521/FREEPDB1")
+    settings = load_settings()
+    assert settings.oracle_dsn == "db.example:1521/FREEPDB1"
+    assert settings.oracle_password is not None
+    assert settings.oracle_password.get_secret_value() == "ora-s3cret"
+    assert "ora-s3cret" not in repr(settings)
 
 
 def test_the_reference_topic_must_differ_from_the_events_topic(
