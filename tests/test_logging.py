@@ -107,7 +107,7 @@ def test_settings_are_logged_without_their_secret_fields(
     (line,) = json_lines(capsys.readouterr().err)
     assert line["logger"] == "enrich"
     assert line["message"].startswith("starting with ")
-    assert f"source={settings.source}" in line["message"]
+    assert f'source="{settings.source}"' in line["message"]
     assert f"shards={settings.shards}" in line["message"]
     assert set(line["settings"]) == set(Settings.model_fields) - SECRET_FIELDS
     assert not any(field in line["message"] for field in SECRET_FIELDS)
