@@ -30,6 +30,7 @@ class RawRecord(NamedTuple):
     that is stable across replays. `replay` marks a reference record re-read
     to rebuild state after a restart: it restores a row but must not release
     or re-dead-letter anything, because its effects were already committed.
+    `lookup` names the lookup a reference record belongs to (empty for events).
     """
 
     kind: Kind
@@ -37,13 +38,17 @@ class RawRecord(NamedTuple):
     value: bytes | None
     origin: str
     replay: bool = False
+    lookup: str = ""
 
 
 class Event(NamedTuple):
-    """A validated event.
+    """A validated event, as one lookup of the chain sees it.
 
     `fields` is the whole decoded JSON object, with declared fields coerced to
-    their declared types, so nothing the producer sent is lost.
+    their declared types, so nothing the producer sent is lost; each lookup
+    passed adds its (prefixed) columns. `lookup_id` is this lookup's key, empty
+    when the event has none. `stages` holds the outcomes of the lookups
+    already passed, so a final record can report every one.
     """
 
     event_id: str
@@ -51,6 +56,7 @@ class Event(NamedTuple):
     event_time: float | None
     fields: dict[str, Any]
     origin: str
+    stages: tuple[Outcome, ...] = ()
 
 
 class RefUpdate(NamedTuple):
@@ -74,11 +80,13 @@ class CaughtUp(NamedTuple):
     until every partition of it has caught up a missing row may only be not
     read yet: the join holds events back rather than count them as misses.
     `partitions` is how many partitions the reference source has, so each
-    shard knows when it has heard from all of them.
+    shard knows when it has heard from all of them; `lookup` names the lookup
+    whose reference source it is.
     """
 
     source: str
     partitions: int
+    lookup: str
 
 
 class Status(StrEnum):
@@ -93,6 +101,18 @@ class MissReason(StrEnum):
     TIMEOUT = "timeout"
     OVERFLOW = "overflow"
     END_OF_INPUT = "end_of_input"
+    MISSING_KEY = "missing_key"
+    """An earlier lookup left the field holding this lookup's key empty."""
+
+
+class Outcome(NamedTuple):
+    """What one lookup of the chain did with an event."""
+
+    lookup: str
+    status: Status
+    miss_reason: MissReason | None
+    waited_ms: float
+    version: Version | None
 
 
 class Enriched(NamedTuple):

@@ -49,7 +49,8 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
     `replay_below` marks records before that offset as replayed, and never
     lets the snapshot fall below it, so a crash while re-reading keeps the
     boundary between replayed and new records. `caught_up` names the
-    partition in the `CaughtUp` it sends at the first end of partition.
+    partition and lookup in the `CaughtUp` it sends at the first end of
+    partition; a reference partition stamps that lookup on its records.
     """
 
     def __init__(
@@ -73,6 +74,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         self._stop_at_end = stop_at_end
         self._replay_below = replay_below
         self._caught_up = caught_up
+        self._lookup = "" if caught_up is None else caught_up.lookup
         self._done = False
         consumer.assign([TopicPartition(topic, index, start)])
 
@@ -82,6 +84,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         batch: list[RawRecord | CaughtUp] = []
         append = batch.append
         kind, topic, index, replay_below = self._kind, self._topic, self._index, self._replay_below
+        lookup = self._lookup
         offset = -1
         for msg in self._consumer.consume(self._batch_size, _POLL_SECONDS):
             error = msg.error()
@@ -94,6 +97,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
                         msg.value(),
                         f"kafka/{topic}/{index}/{offset}",
                         offset < replay_below,
+                        lookup,
                     )
                 )
                 continue
@@ -181,7 +185,11 @@ class EventSource(_TopicSource):
 
 
 class ReferenceSource(_TopicSource):
-    """The compacted reference topic, re-read from its beginning on every start."""
+    """A lookup's compacted reference topic, re-read from its beginning on every start."""
+
+    def __init__(self, *args: Any, lookup: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lookup = lookup
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
@@ -194,5 +202,5 @@ class ReferenceSource(_TopicSource):
             self._batch_size,
             self._stop_at_end,
             replay_below=resume_state or 0,
-            caught_up=CaughtUp(f"{self._topic}/{index}", len(self.list_parts())),
+            caught_up=CaughtUp(f"{self._topic}/{index}", len(self.list_parts()), self._lookup),
         )
