@@ -10,6 +10,11 @@ of one security sit in one partition in their planned order; records without a
 usable id go by the crc32 of their event index. Bytewax may spread partitions
 over any number of workers and interleave them however it likes, but the join
 only depends on per-key order, so results are the same for any worker count.
+
+Each security row names its exchange (`exchange_id`, a MIC), so a chain of
+lookups can go on from a quote's security to its exchange; the exchanges table
+is served by a partition of its own, which says when it is done with
+`CaughtUp`, as a reference topic does.
 """
 
 from __future__ import annotations
@@ -20,20 +25,52 @@ import random
 import string
 import zlib
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from types import MappingProxyType
+from typing import NamedTuple
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from operators import routing
-from operators.records import Kind, RawRecord
+from operators.records import CaughtUp, Kind, RawRecord
 
 Planned = tuple[Kind, bytes | None, bytes | None]
 """A planned record: kind, key and value, as a Kafka consumer would see them."""
-Row = tuple[str, str, str]
-"""A security's cusip, name and sector."""
+Row = tuple[str, str, str, str]
+"""A security's cusip, name, sector and exchange MIC."""
+
+
+class Exchange(NamedTuple):
+    name: str
+    country: str
+    """ISO 3166 alpha-2 code."""
+
+
+EXCHANGES: Mapping[str, Exchange] = MappingProxyType(
+    {
+        "XNYS": Exchange("New York Stock Exchange", "US"),
+        "XNAS": Exchange("Nasdaq", "US"),
+        "XLON": Exchange("London Stock Exchange", "GB"),
+        "XPAR": Exchange("Euronext Paris", "FR"),
+        "XETR": Exchange("Xetra", "DE"),
+        "XTKS": Exchange("Tokyo Stock Exchange", "JP"),
+        "XHKG": Exchange("Hong Kong Exchanges", "HK"),
+        "XTSE": Exchange("Toronto Stock Exchange", "CA"),
+        "XASX": Exchange("ASX", "AU"),
+        "XSWX": Exchange("SIX Swiss Exchange", "CH"),
+        "XAMS": Exchange("Euronext Amsterdam", "NL"),
+        "XMIL": Exchange("Borsa Italiana", "IT"),
+    }
+)
+"""The demo's exchanges table, keyed by MIC."""
+TABLES = ("securities", "exchanges")
+"""The demo's reference tables; a `DemoSource` maps each one it serves to a lookup."""
+DEFAULT_TABLES: Mapping[str, str] = MappingProxyType({"securities": "security"})
+EXCHANGES_PART = "exchanges"
+"""The partition that serves the exchanges table, next to the numbered ones."""
 
 SECTORS = (
     "Communication Services",
@@ -85,6 +122,11 @@ _NEVER_EXISTING_IDS = 50
 _EVENTS_PER_NEVER_EXISTING = 5
 _PACE_TICK = 0.05
 """Seconds of events a paced batch holds: short enough that pacing looks smooth."""
+_MICS = tuple(EXCHANGES)
+_EXCHANGE_RECORDS: tuple[Planned, ...] = tuple(
+    (Kind.REFERENCE, mic.encode(), json.dumps({**exchange._asdict(), "version": 1}).encode())
+    for mic, exchange in EXCHANGES.items()
+)
 
 
 @dataclass(frozen=True)
@@ -156,6 +198,17 @@ def partition_of(lookup_id: str, partitions: int) -> int:
     return zlib.crc32(lookup_id.encode()) % partitions
 
 
+def exchange_of(security: str) -> str:
+    """The MIC in the row of `security`, the same in every version of the row.
+
+    Derived from the id rather than drawn from the planner's random stream, so
+    every other planned number stays what the seed made it. The crc's high
+    half is used because `partition_of` takes its low bits: with those, every
+    security of an exchange would sit in one partition.
+    """
+    return _MICS[(zlib.crc32(security.encode()) >> 16) % len(_MICS)]
+
+
 @lru_cache(maxsize=4)
 def build_plan(cfg: DemoConfig) -> DemoPlan:
     """The plan for `cfg`; cached because every partition of a run needs it.
@@ -189,8 +242,16 @@ def _name(rng: random.Random) -> str:
 
 
 def _row_json(row: Row, version: int | str) -> bytes:
-    cusip, name, sector = row
-    return json.dumps({"cusip": cusip, "name": name, "sector": sector, "version": version}).encode()
+    cusip, name, sector, exchange = row
+    return json.dumps(
+        {
+            "cusip": cusip,
+            "name": name,
+            "sector": sector,
+            "exchange_id": exchange,
+            "version": version,
+        }
+    ).encode()
 
 
 def _malformed_event(kind: str, fields: dict[str, object]) -> bytes:
@@ -235,7 +296,10 @@ class _Planner:
         self.keys = [sid.encode() for sid in self.ids]
         self.parts = [partition_of(sid, cfg.partitions) for sid in self.ids]
         rng = self.rng
-        self.rows = [(_cusip(rng), _name(rng), rng.choice(SECTORS)) for _ in range(cfg.references)]
+        self.rows = [
+            (_cusip(rng), _name(rng), rng.choice(SECTORS), exchange_of(sid))
+            for sid in self.ids[: cfg.references]
+        ]
         self.bases = [rng.uniform(5.0, 500.0) for _ in self.ids]
         """Each security's typical price, so its quotes stay near one level."""
         self.inserts: dict[int, list[tuple[int, Planned]]] = {}
@@ -367,13 +431,13 @@ class _Planner:
         rng, n, rows = self.rng, self.cfg.events, self.rows
         stale = set(rng.sample(updated, max(1, round(len(updated) * 0.02)) if updated else 0))
         for s in updated:
-            cusip, name, sector = rows[s]
+            cusip, name, sector, exchange = rows[s]
             if rng.random() < 0.5:
                 name = _name(rng)
             else:
                 sector = rng.choice([other for other in SECTORS if other != sector])
             at = rng.randint(0, n)
-            self.insert(at, s, _row_json((cusip, name, sector), 2), Kind.REFERENCE)
+            self.insert(at, s, _row_json((cusip, name, sector, exchange), 2), Kind.REFERENCE)
             if s in stale:
                 self.insert(rng.randint(at, n), s, _row_json(rows[s], 1), Kind.REFERENCE)
         return stale
@@ -449,11 +513,14 @@ class _Planner:
         return records
 
 
-class DemoPartition(StatefulSourcePartition[RawRecord, int]):
+class DemoPartition(StatefulSourcePartition[RawRecord | CaughtUp, int]):
     """Serves one planned partition; the snapshot is the index of the next unread record.
 
     On resume it first re-emits the reference records before that index with
-    `replay=True`, because the join keeps no rows in its snapshots.
+    `replay=True`, because the join keeps no rows in its snapshots. Reference
+    records carry `lookup`. A `caught_up` marker follows the last record on
+    every start, replayed or not, since the join waits for it after a restart
+    too.
     """
 
     def __init__(
@@ -463,9 +530,13 @@ class DemoPartition(StatefulSourcePartition[RawRecord, int]):
         start: int,
         batch_size: int,
         rate: float,
+        lookup: str,
+        caught_up: CaughtUp | None = None,
     ) -> None:
         self._records = records
         self._name = name
+        self._lookup = lookup
+        self._caught_up = caught_up
         self._next = start
         self._replay = [
             i for i in range(min(start, len(records))) if records[i][0] is Kind.REFERENCE
@@ -477,9 +548,10 @@ class DemoPartition(StatefulSourcePartition[RawRecord, int]):
 
     def _raw(self, index: int, replay: bool = False) -> RawRecord:
         kind, key, value = self._records[index]
-        return RawRecord(kind, key, value, f"demo/{kind}/{self._name}/{index}", replay)
+        lookup = self._lookup if kind is Kind.REFERENCE else ""
+        return RawRecord(kind, key, value, f"demo/{kind}/{self._name}/{index}", replay, lookup)
 
-    def next_batch(self) -> list[RawRecord]:
+    def next_batch(self) -> list[RawRecord | CaughtUp]:
         records = self._records
         if self._replayed < len(self._replay):
             chosen = self._replay[self._replayed : self._replayed + self._batch_size]
@@ -487,7 +559,10 @@ class DemoPartition(StatefulSourcePartition[RawRecord, int]):
             return [self._raw(i, replay=True) for i in chosen]
         start = self._next
         if start >= len(records):
-            raise StopIteration
+            if self._caught_up is None:
+                raise StopIteration
+            caught_up, self._caught_up = self._caught_up, None
+            return [caught_up]
         end = min(len(records), start + self._batch_size)
         if self._rate > 0:
             end, events = self._paced_end(start, end)
@@ -516,18 +591,47 @@ class DemoPartition(StatefulSourcePartition[RawRecord, int]):
         return self._next
 
 
-class DemoSource(FixedPartitionedSource[RawRecord, int]):
-    """The demo plan as a partitioned, resumable source."""
+class DemoSource(FixedPartitionedSource[RawRecord | CaughtUp, int]):
+    """The demo plan as a partitioned, resumable source.
 
-    def __init__(self, cfg: DemoConfig | None = None) -> None:
+    `tables` maps each demo table served to the lookup that reads it. The
+    securities are interleaved with the events, so they are always served;
+    the exchanges get a partition of their own when asked for.
+    """
+
+    def __init__(
+        self, cfg: DemoConfig | None = None, tables: Mapping[str, str] = DEFAULT_TABLES
+    ) -> None:
+        unknown = sorted(set(tables) - set(TABLES))
+        if unknown:
+            raise ValueError(f"unknown demo tables {unknown}: the demo has {list(TABLES)}")
+        if "securities" not in tables:
+            raise ValueError("the demo needs a lookup for its securities table")
+        lookups = list(tables.values())
+        if not all(lookups) or len(set(lookups)) < len(lookups):
+            raise ValueError(f"each demo table needs a lookup name of its own, got {dict(tables)}")
         self.cfg = cfg or DemoConfig()
+        self.tables = dict(tables)
+        """A plain copy: a mapping proxy would not pickle."""
 
     def list_parts(self) -> list[str]:
-        return routing.names(self.cfg.partitions)
+        parts = routing.names(self.cfg.partitions)
+        return [*parts, EXCHANGES_PART] if "exchanges" in self.tables else parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> DemoPartition:
-        cfg = self.cfg
+        cfg, start = self.cfg, resume_state or 0
+        if for_part == EXCHANGES_PART:
+            lookup = self.tables["exchanges"]
+            caught_up = CaughtUp(f"demo/{EXCHANGES_PART}", 1, lookup)
+            return DemoPartition(
+                _EXCHANGE_RECORDS, for_part, start, cfg.batch_size, 0.0, lookup, caught_up
+            )
         records = build_plan(cfg).partitions[int(for_part)]
         return DemoPartition(
-            records, for_part, resume_state or 0, cfg.batch_size, cfg.rate / cfg.partitions
+            records,
+            for_part,
+            start,
+            cfg.batch_size,
+            cfg.rate / cfg.partitions,
+            self.tables["securities"],
         )

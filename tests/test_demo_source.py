@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
@@ -12,8 +13,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, run_main
 
-from operators.records import Kind, RawRecord
+from operators.records import CaughtUp, Kind, RawRecord
 from sources.demo import (
+    EXCHANGES,
     MALFORMED_EVENT_KINDS,
     MALFORMED_REFERENCE_KINDS,
     DemoConfig,
@@ -22,10 +24,12 @@ from sources.demo import (
     DemoSource,
     Planned,
     build_plan,
+    exchange_of,
     partition_of,
 )
 
 SMALL = DemoConfig(events=20_000, references=1_000, seed=7, partitions=3, batch_size=500)
+BOTH_TABLES = {"securities": "security", "exchanges": "exchange"}
 MAX_RECORD_BYTES = 65_536
 
 
@@ -34,8 +38,8 @@ def default_plan() -> DemoPlan:
     return build_plan(DemoConfig())
 
 
-def drain(part: DemoPartition, batch_size: int) -> list[RawRecord]:
-    out: list[RawRecord] = []
+def drain(part: DemoPartition, batch_size: int) -> list[RawRecord | CaughtUp]:
+    out: list[RawRecord | CaughtUp] = []
     while True:
         try:
             batch = part.next_batch()
@@ -221,6 +225,72 @@ def test_updates_and_stale_updates(default_plan: DemoPlan) -> None:
             assert first["cusip"] == second["cusip"]
 
 
+def test_every_security_row_names_its_exchange(default_plan: DemoPlan) -> None:
+    for records in default_plan.partitions:
+        used: set[str] = set()
+        for kind, key, value in records:
+            if kind is not Kind.REFERENCE or value is None or not value.endswith(b"}"):  # not cut
+                continue
+            assert key is not None
+            row = json.loads(value)
+            assert row["exchange_id"] == exchange_of(key.decode())
+            used.add(row["exchange_id"])
+        assert used == set(EXCHANGES), "every partition holds securities of every exchange"
+
+
+def test_exchanges_partition_serves_every_row_then_caught_up() -> None:
+    source = DemoSource(dataclasses.replace(SMALL, batch_size=5), BOTH_TABLES)
+    assert source.list_parts() == ["0", "1", "2", "exchanges"]
+    part = source.build_part("demo", "exchanges", None)
+    *rows, last = drain(part, 5)
+    assert last == CaughtUp("demo/exchanges", 1, "exchange")
+    assert all(type(row) is RawRecord for row in rows)
+    assert [row.origin for row in rows] == [
+        f"demo/reference/exchanges/{i}" for i in range(len(EXCHANGES))
+    ]
+    assert {(row.kind, row.lookup, row.replay) for row in rows} == {
+        (Kind.REFERENCE, "exchange", False)
+    }
+    assert {row.key: json.loads(row.value) for row in rows} == {
+        mic.encode(): {"name": exchange.name, "country": exchange.country, "version": 1}
+        for mic, exchange in EXCHANGES.items()
+    }
+    assert part.snapshot() == len(EXCHANGES)
+    with pytest.raises(StopIteration):
+        part.next_batch()
+
+
+@pytest.mark.parametrize("resume_at", [5, len(EXCHANGES)])
+def test_exchanges_resume_replays_rows_and_catches_up_again(resume_at: int) -> None:
+    source = DemoSource(dataclasses.replace(SMALL, batch_size=5), BOTH_TABLES)
+    full = drain(source.build_part("demo", "exchanges", None), 5)
+    resumed = drain(source.build_part("demo", "exchanges", resume_at), 5)
+    assert resumed == [row._replace(replay=True) for row in full[:resume_at]] + full[resume_at:]
+    assert resumed[-1] == CaughtUp("demo/exchanges", 1, "exchange")
+
+
+def test_securities_carry_the_lookup_they_are_mapped_to() -> None:
+    records = drain(DemoSource(SMALL, {"securities": "sec"}).build_part("demo", "1", None), 500)
+    assert {(r.kind, r.lookup) for r in records} == {(Kind.EVENT, ""), (Kind.REFERENCE, "sec")}
+    assert not any(type(r) is CaughtUp for r in records)
+    default = drain(DemoSource(SMALL).build_part("demo", "1", None), 500)
+    assert {r.lookup for r in default if r.kind is Kind.REFERENCE} == {"security"}
+
+
+@pytest.mark.parametrize(
+    ("tables", "message"),
+    [
+        ({"exchanges": "exchange"}, "securities table"),
+        ({"securities": "security", "bonds": "bond"}, r"unknown demo tables \['bonds'\]"),
+        ({"securities": ""}, "lookup name of its own"),
+        ({"securities": "ref", "exchanges": "ref"}, "lookup name of its own"),
+    ],
+)
+def test_bad_table_mapping_is_refused(tables: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DemoSource(SMALL, tables)
+
+
 def test_resume_replays_references_then_continues() -> None:
     source = DemoSource(SMALL)
     part_name = source.list_parts()[1]
@@ -316,3 +386,16 @@ def test_bytewax_run_yields_every_record_once() -> None:
         record for records in plan.partitions for record in records
     )
     assert not any(record.replay for record in out)
+
+
+def test_bytewax_run_serves_the_exchanges_with_the_plan() -> None:
+    cfg = DemoConfig(events=3_000, references=150, seed=3, partitions=3, batch_size=64)
+    out: list[RawRecord | CaughtUp] = []
+    flow = Dataflow("demo_exchanges_test")
+    op.output("out", op.input("in", flow, DemoSource(cfg, BOTH_TABLES)), TestingSink(out))
+    run_main(flow)
+    caught_up = [item for item in out if type(item) is CaughtUp]
+    assert caught_up == [CaughtUp("demo/exchanges", 1, "exchange")]
+    exchanges = [r for r in out if type(r) is RawRecord and r.lookup == "exchange"]
+    assert sorted(r.key for r in exchanges) == sorted(mic.encode() for mic in EXCHANGES)
+    assert len(out) == build_plan(cfg).truth.records + len(EXCHANGES) + 1
