@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from operators import routing  # noqa: E402
-from operators.decode import Decoder  # noqa: E402
+from operators.decode import Decoder, ReferenceSchema  # noqa: E402
 from operators.enrich_step import builder  # noqa: E402
 from operators.enrichment import EnrichConfig, ShardEnricher  # noqa: E402
 from operators.records import Event, Kind, RawRecord, RefUpdate  # noqa: E402
@@ -218,32 +218,42 @@ def bench_step(n_events: int, n_rows: int, repeats: int = 3) -> list[str]:
     return lines
 
 
-def measure_memory(n_rows: int) -> tuple[float, float]:
+def measure_memory(n_rows: int, width: int = 3, kept: int = 3) -> tuple[float, float]:
     """Bytes held per reference row: keys, values, row tuples and the dicts.
 
     Rows go through the real decoder from JSON bytes, so every value is a
-    fresh string, as in production.
+    fresh string, as in production. Each row has `width` columns (cusip,
+    name, sector, then filler) of which the lookup keeps the first `kept`:
+    the projection the decoder applies before anything reaches state.
     """
+    names = [*("cusip", "name", "sector"), *(f"attr_{n:02d}" for n in range(3, width))]
     decoder = Decoder(
         lookup_field="security_id",
         event_id_field="event_id",
         event_time_field="ts",
         event_fields={},
-        reference_columns={"cusip": "str", "name": "str", "sector": "str"},
-        reference_version_field="version",
+        references={"security": ReferenceSchema(dict.fromkeys(names[:kept], "str"))},
         max_record_bytes=65_536,
     )
     config = EnrichConfig(timeout_seconds=60.0)
-    names = routing.names(64)
-    shards = {name: ShardEnricher(config) for name in names}
+    shard_names = routing.names(64)
+    shards = {name: ShardEnricher(config) for name in shard_names}
     gc.collect()
     tracemalloc.start()
     for start in range(0, n_rows, BATCH):
         chunk = [
-            decoder.decode(RawRecord(Kind.REFERENCE, f"SEC{i:07d}".encode(), _row_json(i), "b"))
+            decoder.decode(
+                RawRecord(
+                    Kind.REFERENCE,
+                    f"SEC{i:07d}".encode(),
+                    _row_json(i, names),
+                    "b",
+                    lookup="security",
+                )
+            )
             for i in range(start, min(start + BATCH, n_rows))
         ]
-        for shard, items in routing.by_shard(chunk, names):
+        for shard, items in routing.by_shard(chunk, shard_names):
             shards[shard].process(items, 0.0)
         del chunk
     gc.collect()
@@ -253,9 +263,15 @@ def measure_memory(n_rows: int) -> tuple[float, float]:
     return held / n_rows, peak / n_rows
 
 
-def _row_json(i: int) -> bytes:
-    sector = SECTORS[i % len(SECTORS)]
-    return f'{{"cusip":"{i:09d}","name":"Company {i}","sector":"{sector}","version":1}}'.encode()
+def _row_json(i: int, names: list[str]) -> bytes:
+    values = {
+        "cusip": f"{i:09d}",
+        "name": f"Company {i}",
+        "sector": SECTORS[i % len(SECTORS)],
+        **{name: f"{name}-{i % 997}" for name in names[3:]},
+        "version": 1,
+    }
+    return json.dumps(values, separators=(",", ":")).encode()
 
 
 def bench_snapshot() -> list[str]:
@@ -341,11 +357,19 @@ def main() -> None:
     sections: dict[str, Callable[[], Iterator[str] | list[str]]] = {
         "step": lambda: _in_subprocess("bench_step", args.events, args.rows),
         "memory": lambda: [
-            "| rows held | bytes per row held | peak bytes per row while loading |",
-            "|---|---|---|",
+            "| rows held | columns in the row | columns kept | bytes per row held "
+            "| peak bytes per row while loading |",
+            "|---|---|---|---|---|",
             *(
-                "| {:,} | {:,.0f} | {:,.0f} |".format(n, *_in_subprocess("measure_memory", n))
-                for n in (100_000, 1_000_000)
+                "| {:,} | {} | {} | {:,.0f} | {:,.0f} |".format(
+                    n, width, kept, *_in_subprocess("measure_memory", n, width, kept)
+                )
+                for n, width, kept in (
+                    (100_000, 3, 3),
+                    (1_000_000, 3, 3),
+                    (100_000, 30, 30),
+                    (100_000, 30, 3),
+                )
             ),
         ],
         "snapshot": lambda: _in_subprocess("bench_snapshot"),

@@ -215,7 +215,8 @@ def cut_flow(settings: Settings, stage: str) -> Dataflow:
     raw = op.merge("raw", *(op.input(name, flow, src) for name, src in sources.items()))
     if stage == "decode":
         check = decoder(settings)
-        raw = op.flat_map_batch("decode", raw, lambda batch: [decode_batch(check, batch)])
+        first = settings.lookups[0].name
+        raw = op.flat_map_batch("decode", raw, lambda batch: [decode_batch(check, first, batch)])
     op.output("out", raw, Discard(stage))
     return flow
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import bytewax.operators as op
@@ -12,12 +13,14 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
-from dataflows.settings import Settings
+from dataflows.settings import Lookup, Settings
 from operators import routing
-from operators.decode import Decoder, decode_batch
+from operators.chain import Stage, advance, finish
+from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
-from operators.records import CaughtUp, DeadLetter, Enriched, RawRecord
+from operators.filters import all_of
+from operators.records import CaughtUp, DeadLetter, Enriched, Event, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.dialect import SqliteDialect
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
@@ -25,6 +28,7 @@ from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
 from sources.kafka import EventSource, ReferenceSource
+from sources.reference_file import ReferenceFileSource
 from telemetry.record import record_dead_letters, record_decoded, record_tally
 
 
@@ -34,21 +38,37 @@ def decoder(settings: Settings) -> Decoder:
         event_id_field=settings.event_id_field,
         event_time_field=settings.event_time_field,
         event_fields=settings.event_fields,
-        reference_columns=settings.reference_columns,
-        reference_version_field=settings.reference_version_field,
+        references={
+            lookup.name: ReferenceSchema(
+                lookup.columns, lookup.version_field, all_of(lookup.filter)
+            )
+            for lookup in settings.lookups
+        },
         max_record_bytes=settings.max_record_bytes,
+        keep_event=all_of(settings.event_filter),
     )
 
 
-def enrich_config(settings: Settings) -> EnrichConfig:
+def waits_for_reference(settings: Settings, lookup: Lookup) -> bool:
+    """Whether the lookup's rows come apart from the events, so a start must wait for them.
+
+    Only the demo's securities share partitions with the events, in planned
+    order; every other reference source is re-read beside the events.
+    """
+    return not (
+        settings.source == "demo" and lookup.file is None and lookup.demo_table == "securities"
+    )
+
+
+def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
     return EnrichConfig(
-        timeout_seconds=settings.miss_timeout_seconds,
-        miss_policy=settings.miss_policy,
-        join_type=settings.join_type,
-        defaults=settings.defaults_row(),
+        timeout_seconds=lookup.miss_timeout_seconds or settings.miss_timeout_seconds,
+        miss_policy=lookup.miss_policy or settings.miss_policy,
+        join_type=lookup.join_type or settings.join_type,
+        defaults=lookup.defaults_row(),
         max_pending_per_key=settings.max_pending_per_key,
         max_pending_per_shard=settings.max_pending_per_shard,
-        wait_for_reference=settings.source == "kafka",
+        wait_for_reference=waits_for_reference(settings, lookup),
     )
 
 
@@ -56,7 +76,7 @@ def table(settings: Settings) -> EnrichedTable:
     return EnrichedTable(
         name=settings.table,
         event_columns=tuple(settings.event_fields.items()),
-        reference_columns=tuple(settings.reference_columns.items()),
+        reference_columns=tuple(settings.reference_columns().items()),
         unstored_fields=frozenset(
             {settings.lookup_field, settings.event_id_field, settings.event_time_field}
         ),
@@ -72,37 +92,46 @@ def demo_source(settings: Settings) -> DemoSource:
             partitions=settings.demo_partitions,
             batch_size=settings.demo_batch_size,
             rate=settings.demo_rate,
-        )
+        ),
+        {
+            lookup.demo_table: lookup.name
+            for lookup in settings.lookups
+            if lookup.file is None and lookup.demo_table is not None
+        },
     )
 
 
 def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
-    """The events topic and the reference topic, by the step id that reads each."""
+    """The events topic and each lookup's reference topic, by the step id that reads each."""
     config = settings.kafka_client_config()
-    return {
+    topic_args = (config, settings.kafka_batch_size, settings.kafka_stop_at_end)
+    inputs: dict[str, Source[Any]] = {
         "events_in": EventSource(
             settings.kafka_brokers,
             settings.kafka_events_topic,
-            config,
-            settings.kafka_batch_size,
-            settings.kafka_stop_at_end,
+            *topic_args,
             start=OFFSET_BEGINNING if settings.kafka_events_start == "earliest" else OFFSET_END,
-        ),
-        "reference_in": ReferenceSource(
-            settings.kafka_brokers,
-            settings.kafka_reference_topic,
-            config,
-            settings.kafka_batch_size,
-            settings.kafka_stop_at_end,
-        ),
+        )
     }
+    for lookup in settings.lookups:
+        if lookup.file is None and lookup.topic is not None:
+            inputs[f"reference_in_{lookup.name}"] = ReferenceSource(
+                settings.kafka_brokers, lookup.topic, *topic_args, lookup=lookup.name
+            )
+    return inputs
 
 
 def sources(settings: Settings) -> dict[str, Source[Any]]:
     """Every input of the configured source, by the step id that reads it."""
-    if settings.source == "kafka":
-        return kafka_sources(settings)
-    return {"input": demo_source(settings)}
+    inputs = (
+        kafka_sources(settings) if settings.source == "kafka" else {"input": demo_source(settings)}
+    )
+    for lookup in settings.lookups:
+        if lookup.file is not None:
+            inputs[f"reference_file_{lookup.name}"] = ReferenceFileSource(
+                lookup.file, lookup.name, settings.kafka_batch_size
+            )
+    return inputs
 
 
 def main_sink(settings: Settings) -> UpsertSink:
@@ -130,7 +159,7 @@ def write_dead_letters(
 
 
 def write_enriched_topic(settings: Settings, enriched: Stream[tuple[str, list[Any]]]) -> None:
-    """The optional second sink: every enriched record, keyed by lookup id."""
+    """The optional second sink: every record the main sink gets, keyed by lookup id."""
     if not settings.enriched_topic:
         return
     message = enriched_messages(table(settings))
@@ -145,24 +174,67 @@ def write_enriched_topic(settings: Settings, enriched: Stream[tuple[str, list[An
     op.output("enriched_out", records, producer)
 
 
+def _stages(settings: Settings) -> list[Stage]:
+    return [Stage(lookup.name, tuple(lookup.stored_columns())) for lookup in settings.lookups]
+
+
 def build_flow(
     settings: Settings,
     inputs: Mapping[str, Source[Any]] | None = None,
     sink: Sink[Any] | None = None,
     dead_letter_sink: Sink[Any] | None = None,
 ) -> Dataflow:
-    """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else."""
+    """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else.
+
+    One stateful step per lookup, each keyed by a shard of its own key; between
+    two of them, `advance` hands each event on under the next key.
+    """
     check = decoder(settings)
     shard_names = routing.names(settings.shards)
     partition_names = routing.names(settings.sink_partitions)
+    lookups = settings.lookups
+    stages = _stages(settings)
+    first = lookups[0].name
 
     def decode_and_route(batch: list[RawRecord | CaughtUp]) -> Iterable[Any]:
-        decoded = decode_batch(check, batch)
+        decoded = decode_batch(check, first, batch)
         record_decoded(decoded, len(batch))
-        return [*routing.by_shard(decoded.good, shard_names, decoded.caught_up), *decoded.bad]
+        routed: list[Any] = []
+        for lookup in lookups:
+            items = decoded.good.get(lookup.name, ())
+            markers = [mark for mark in decoded.caught_up if mark.lookup == lookup.name]
+            if items or markers:
+                routed.extend(
+                    (lookup.name, group) for group in routing.by_shard(items, shard_names, markers)
+                )
+        return [*routed, *decoded.bad]
+
+    def handing_on(stage: Stage, next_key: str) -> Callable[[list[Any]], Iterable[Any]]:
+        def hand_on(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
+            events: list[Event] = []
+            dead: list[DeadLetter] = []
+            for _, outputs in batch:
+                for rec in outputs:
+                    if type(rec) is Enriched:
+                        events.append(advance(rec, stage, next_key))
+                    else:
+                        dead.append(rec)
+            return [*routing.by_shard(events, shard_names), *dead]
+
+        return hand_on
+
+    earlier = tuple(column for stage in stages[:-1] for column in stage.columns)
 
     def route_to_sink(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
-        groups, dead = routing.by_partition((outputs for _, outputs in batch), partition_names)
+        last = stages[-1]
+        finished = (
+            [
+                finish(rec, last, earlier, settings.lookup_field) if type(rec) is Enriched else rec
+                for rec in outputs
+            ]
+            for _, outputs in batch
+        )
+        groups, dead = routing.by_partition(finished, partition_names)
         return [*groups, *dead]
 
     def counted(letter: DeadLetter) -> DeadLetter:
@@ -174,13 +246,35 @@ def build_flow(
     raw = streams[0] if len(streams) == 1 else op.merge("raw", *streams)
     decoded = op.flat_map_batch("decode", raw, decode_and_route)
     checked = op.branch("split_invalid", decoded, lambda item: type(item) is tuple)
-    enriched = op.stateful_batch(
-        "enrich", checked.trues, builder(enrich_config(settings), time.time, record_tally)
-    )
-    routed = op.flat_map_batch("route", enriched, route_to_sink)
-    outputs = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
-    op.output("sink", outputs.trues, sink or main_sink(settings))
-    dead = op.merge("dead_letters", checked.falses, outputs.falses)
+    dead_streams = [checked.falses]
+    handed_on: Stream[Any] | None = None
+    for index, lookup in enumerate(lookups):
+        name = lookup.name
+        updates = op.filter_map(
+            f"updates_{name}",
+            checked.trues,
+            lambda item, name=name: item[1] if item[0] == name else None,
+        )
+        into = updates if handed_on is None else op.merge(f"into_{name}", updates, handed_on)
+        outputs = op.stateful_batch(
+            f"enrich_{name}",
+            into,
+            builder(enrich_config(settings, lookup), time.time, partial(record_tally, name)),
+        )
+        if index + 1 == len(lookups):
+            break
+        hand_on = handing_on(stages[index], lookups[index + 1].key_field)
+        split = op.branch(
+            f"split_{name}",
+            op.flat_map_batch(f"hand_on_{name}", outputs, hand_on),
+            lambda item: type(item) is tuple,
+        )
+        handed_on = split.trues
+        dead_streams.append(split.falses)
+    routed = op.flat_map_batch("route", outputs, route_to_sink)
+    to_sink = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
+    op.output("sink", to_sink.trues, sink or main_sink(settings))
+    dead = op.merge("dead_letters", *dead_streams, to_sink.falses)
     write_dead_letters(settings, op.map("count_dead_letters", dead, counted), dead_letter_sink)
-    write_enriched_topic(settings, enriched)
+    write_enriched_topic(settings, to_sink.trues)
     return flow

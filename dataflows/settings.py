@@ -12,10 +12,22 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from operators.filters import Condition
 from operators.records import FieldType
+
+JoinType = Literal["left", "inner"]
+MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 
 ENV_PREFIX = "ENRICH_"
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
@@ -34,6 +46,97 @@ def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
                 "starts with a letter; at most 30 characters)"
             )
     return names
+
+
+def _check_topic(value: str | None) -> str | None:
+    if value is not None and not _TOPIC.match(value):
+        raise ValueError(
+            f"{value!r} is not a legal Kafka topic name "
+            "(letters, digits, '.', '_', '-'; at most 249 characters)"
+        )
+    return value
+
+
+class Lookup(BaseModel):
+    """One stage of the enrichment chain: which reference rows join on which event field.
+
+    `key_field` may be a column an earlier lookup added (with that lookup's
+    prefix). Only `columns` are kept from a reference row, so nothing else is
+    ever held in state. A row that fails `filter` acts as a delete. Join type,
+    miss policy and timeout fall back to the dataflow-wide settings when unset.
+    The reference rows come from `file` if set, else from `topic` (Kafka
+    source) or `demo_table` (demo source).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    key_field: str
+    columns: dict[str, FieldType]
+    prefix: str = ""
+    version_field: str = "version"
+    filter: list[Condition] = []
+    join_type: JoinType | None = None
+    miss_policy: MissPolicy | None = None
+    miss_timeout_seconds: float | None = Field(None, gt=0)
+    miss_defaults: dict[str, Any] = {}
+    topic: str | None = None
+    file: Path | None = None
+    demo_table: Literal["securities", "exchanges"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        _check_identifiers({value: None})
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("at least one column is needed")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_is_legal(cls, value: str | None) -> str | None:
+        return _check_topic(value)
+
+    @model_validator(mode="after")
+    def _defaults_are_columns(self) -> Lookup:
+        _check_identifiers(dict.fromkeys(self.stored_columns()))
+        unknown = set(self.miss_defaults) - set(self.columns)
+        if unknown:
+            raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
+        return self
+
+    def stored_columns(self) -> dict[str, FieldType]:
+        """The columns as the event and the table get them: prefixed, in row order."""
+        return {f"{self.prefix}{name}": kind for name, kind in self.columns.items()}
+
+    def defaults_row(self) -> tuple[Any, ...]:
+        """The reference values a miss gets under the `defaults` policy."""
+        return tuple(self.miss_defaults.get(name) for name in self.columns)
+
+
+DEMO_LOOKUPS = [
+    Lookup(
+        name="security",
+        key_field="security_id",
+        columns={"cusip": "str", "name": "str", "sector": "str", "exchange_id": "str"},
+        topic="reference",
+        demo_table="securities",
+    ),
+    Lookup(
+        name="exchange",
+        key_field="exchange_id",
+        columns={"name": "str", "country": "str"},
+        prefix="exchange_",
+        topic="exchanges",
+        demo_table="exchanges",
+    ),
+]
+"""Quotes get their security, then the security's exchange: the demo's two-stage chain."""
 
 
 class _EnrichSettings(BaseSettings):
@@ -97,7 +200,6 @@ class Settings(KafkaConnection, OracleConnection):
     source: Literal["demo", "kafka"] = "demo"
 
     kafka_events_topic: str = "events"
-    kafka_reference_topic: str = "reference"
     kafka_events_start: Literal["earliest", "latest"] = "earliest"
     kafka_batch_size: int = Field(5_000, gt=0)
     kafka_stop_at_end: bool = False
@@ -106,17 +208,15 @@ class Settings(KafkaConnection, OracleConnection):
 
     database: Literal["sqlite", "oracle"] = "sqlite"
 
-    lookup_field: str = "security_id"
     event_id_field: str = "event_id"
     event_time_field: str = "ts"
     event_fields: dict[str, FieldType] = {"price": "float", "size": "int"}
-    reference_columns: dict[str, FieldType] = {"cusip": "str", "name": "str", "sector": "str"}
-    reference_version_field: str = "version"
+    event_filter: list[Condition] = []
     max_record_bytes: int = Field(65_536, gt=0)
 
-    join_type: Literal["left", "inner"] = "left"
-    miss_policy: Literal["defaults", "dead_letter", "pass_through"] = "defaults"
-    miss_defaults: dict[str, Any] = {}
+    lookups: list[Lookup] = DEMO_LOOKUPS
+    join_type: JoinType = "left"
+    miss_policy: MissPolicy = "defaults"
     miss_timeout_seconds: float = Field(5.0, gt=0)
     max_pending_per_key: int = Field(1_000, gt=0)
     max_pending_per_shard: int = Field(100_000, gt=0)
@@ -140,22 +240,15 @@ class Settings(KafkaConnection, OracleConnection):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
 
-    @field_validator("event_fields", "reference_columns")
+    @field_validator("event_fields")
     @classmethod
     def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_identifiers(value)
 
-    @field_validator(
-        "kafka_events_topic", "kafka_reference_topic", "dead_letter_topic", "enriched_topic"
-    )
+    @field_validator("kafka_events_topic", "dead_letter_topic", "enriched_topic")
     @classmethod
     def _topic_is_legal(cls, value: str | None) -> str | None:
-        if value is not None and not _TOPIC.match(value):
-            raise ValueError(
-                f"{value!r} is not a legal Kafka topic name "
-                "(letters, digits, '.', '_', '-'; at most 249 characters)"
-            )
-        return value
+        return _check_topic(value)
 
     @field_validator("table")
     @classmethod
@@ -165,42 +258,77 @@ class Settings(KafkaConnection, OracleConnection):
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
-        if not self.reference_columns:
-            raise ValueError("reference_columns: at least one reference column is needed")
-        clash = set(self.event_fields) & set(self.reference_columns)
-        if clash:
-            raise ValueError(
-                f"reference_columns: {sorted(clash)} also named in event_fields; "
-                "a column can come from only one side"
-            )
         own_columns = {self.lookup_field, self.event_id_field, self.event_time_field}
         if own_columns & set(self.event_fields):
             raise ValueError(
                 f"event_fields: {sorted(own_columns & set(self.event_fields))} already have "
                 "their own columns (lookup id, event id, event time)"
             )
+        self._check_chain()
         kafka_outputs = self.dead_letter_topic or self.enriched_topic
         if (self.source == "kafka" or kafka_outputs) and not self.kafka_brokers:
             raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")
-        if self.source == "kafka" and self.kafka_events_topic == self.kafka_reference_topic:
-            raise ValueError("kafka_reference_topic: must differ from kafka_events_topic")
         if self.database == "oracle":
             self.require_oracle("database is oracle")
-        unknown = set(self.miss_defaults) - set(self.reference_columns)
-        if unknown:
-            raise ValueError(f"miss_defaults: {sorted(unknown)} are not reference columns")
         return self
 
-    def defaults_row(self) -> tuple[Any, ...]:
-        """The reference values a miss gets under the `defaults` policy."""
-        return tuple(self.miss_defaults.get(name) for name in self.reference_columns)
+    def _check_chain(self) -> None:
+        """Every lookup's key must exist by the time the event reaches it, and its
+        source must exist for the configured source."""
+        if not self.lookups:
+            raise ValueError("lookups: at least one lookup is needed")
+        available = {self.lookup_field, *self.event_fields}
+        names: set[str] = set()
+        stored = {name.lower() for name in (*available, self.event_id_field, self.event_time_field)}
+        topics = {self.kafka_events_topic}
+        for index, lookup in enumerate(self.lookups):
+            where = f"lookups: lookup {index} ({lookup.name!r})"
+            if lookup.name in names:
+                raise ValueError(f"{where}: the name is used twice")
+            names.add(lookup.name)
+            if lookup.key_field not in available:
+                raise ValueError(
+                    f"{where}: key_field {lookup.key_field!r} is produced neither by the "
+                    "events (ENRICH_EVENT_FIELDS) nor by an earlier lookup; "
+                    f"available: {sorted(available)}"
+                )
+            for column in lookup.stored_columns():
+                if column.lower() in stored:
+                    raise ValueError(
+                        f"{where}: column {column!r} is already an event field or a column of an "
+                        "earlier lookup; give this lookup a prefix"
+                    )
+                stored.add(column.lower())
+            available.update(lookup.stored_columns())
+            if lookup.file is not None:
+                continue
+            if self.source == "kafka":
+                if lookup.topic is None:
+                    raise ValueError(f"{where}: the source is kafka, so it needs a topic or file")
+                if lookup.topic in topics:
+                    raise ValueError(f"{where}: topic {lookup.topic!r} is already read")
+                topics.add(lookup.topic)
+            elif lookup.demo_table is None:
+                raise ValueError(f"{where}: the source is demo, so it needs a demo_table or file")
+
+    @property
+    def lookup_field(self) -> str:
+        """The event field every event must have: the first lookup's key."""
+        return self.lookups[0].key_field if self.lookups else ""
+
+    def reference_columns(self) -> dict[str, FieldType]:
+        """Every lookup's stored columns, in chain order: what the table adds to an event."""
+        return {
+            name: kind for lookup in self.lookups for name, kind in lookup.stored_columns().items()
+        }
 
 
-def _env_name(loc: tuple[Any, ...], message: str) -> str:
+def _named(loc: tuple[Any, ...], message: str) -> str:
+    """`ENV_VAR: message`; a check across fields starts its message with the field's name."""
     if loc:
-        return f"{ENV_PREFIX}{str(loc[0]).upper()}"
-    field = message.split(":", 1)[0].strip()
-    return f"{ENV_PREFIX}{field.upper()}"
+        return f"{ENV_PREFIX}{str(loc[0]).upper()}: {message}"
+    field, _, rest = message.partition(":")
+    return f"{ENV_PREFIX}{field.strip().upper()}: {rest.strip()}"
 
 
 S = TypeVar("S", bound=_EnrichSettings)
@@ -215,5 +343,5 @@ def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: igno
         lines = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {_env_name(err['loc'], message)}: {message}")
+            lines.append(f"  {_named(err['loc'], message)}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None

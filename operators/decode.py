@@ -12,6 +12,7 @@ sees well-formed records and a bad record never stops the dataflow.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple, NotRequired, Required
@@ -21,6 +22,7 @@ from pydantic import StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic_core import from_json
 from typing_extensions import TypedDict
 
+from operators.filters import Predicate
 from operators.records import (
     CaughtUp,
     DeadLetter,
@@ -76,22 +78,68 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class ReferenceSchema:
+    """What one lookup keeps of its reference rows, and which rows it keeps at all.
+
+    A row that fails `keep` decodes as a delete: a row that stops matching
+    must leave the join's state just as a deleted one does.
+    """
+
+    columns: dict[str, FieldType]
+    version_field: str = "version"
+    keep: Predicate | None = None
+    _adapter: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        schema = TypedDict(  # type: ignore[misc]
+            "ReferenceSchema",
+            {
+                **{
+                    name: NotRequired[_PY_TYPES[kind] | None] for name, kind in self.columns.items()
+                },
+                self.version_field: NotRequired[int | float | datetime | None],
+            },
+        )
+        object.__setattr__(self, "_adapter", TypeAdapter(schema))
+
+    def decode(self, raw: RawRecord, max_bytes: int) -> RefUpdate:
+        if not raw.key:
+            raise Invalid("missing_lookup_id", "the reference record has no key")
+        try:
+            lookup_id = raw.key.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Invalid("invalid_utf8", f"key: {exc}") from None
+        if raw.value is None:
+            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay)
+        obj = _load_object(raw.value, max_bytes)
+        try:
+            valid = self._adapter.validate_python(obj)
+        except ValidationError as exc:
+            raise Invalid("invalid_field", _describe(exc)) from None
+        if self.keep is not None and not self.keep(obj):
+            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, filtered=True)
+        row = tuple(valid.get(name) for name in self.columns)
+        version = _epoch(valid.get(self.version_field))
+        return RefUpdate(lookup_id, row, version, raw.origin, raw.replay)
+
+
+@dataclass(frozen=True)
 class Decoder:
-    """Validates records against the configured event and reference schema.
+    """Validates records against the configured event schema and each lookup's schema.
 
     Schemas are TypedDicts checked by pydantic `TypeAdapter`s: the same rules
     as models, at about half the cost, since no model instance is built.
+    `keep_event` filters events after validation, before they reach any state.
     """
 
     lookup_field: str
     event_id_field: str
     event_time_field: str
     event_fields: dict[str, FieldType]
-    reference_columns: dict[str, FieldType]
-    reference_version_field: str
+    references: Mapping[str, ReferenceSchema]
     max_record_bytes: int
+    keep_event: Predicate | None = None
     _event_schema: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
-    _reference_schema: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         optional = {
@@ -106,28 +154,21 @@ class Decoder:
                 self.event_time_field: NotRequired[float | datetime | None],
             },
         )
-        reference_schema = TypedDict(  # type: ignore[misc]
-            "ReferenceSchema",
-            {
-                **{
-                    name: NotRequired[_PY_TYPES[kind] | None]
-                    for name, kind in self.reference_columns.items()
-                },
-                self.reference_version_field: NotRequired[int | float | datetime | None],
-            },
-        )
         object.__setattr__(self, "_event_schema", TypeAdapter(event_schema))
-        object.__setattr__(self, "_reference_schema", TypeAdapter(reference_schema))
 
-    def decode(self, raw: RawRecord) -> Event | RefUpdate | DeadLetter:
+    def decode(self, raw: RawRecord) -> Event | RefUpdate | DeadLetter | None:
+        """The record decoded; None for an event the filter leaves out."""
         try:
             if raw.kind is Kind.EVENT:
                 return self._event(raw)
-            return self._reference(raw)
+            schema = self.references.get(raw.lookup)
+            if schema is None:
+                raise Invalid("unknown_lookup", f"no lookup is named {raw.lookup!r}")
+            return schema.decode(raw, self.max_record_bytes)
         except Invalid as exc:
             return DeadLetter(exc.reason, exc.detail, raw.value, raw.key, raw.origin)
 
-    def _event(self, raw: RawRecord) -> Event:
+    def _event(self, raw: RawRecord) -> Event | None:
         obj = _load_object(raw.value, self.max_record_bytes)
         if obj.get(self.lookup_field) is None:
             raise Invalid("missing_lookup_id", f"the event has no {self.lookup_field!r}")
@@ -138,6 +179,8 @@ class Decoder:
         for name in self.event_fields:
             if name in valid:
                 obj[name] = valid[name]
+        if self.keep_event is not None and not self.keep_event(obj):
+            return None
         event_id = valid.get(self.event_id_field)
         return Event(
             event_id=raw.origin if event_id is None else str(event_id),
@@ -147,60 +190,58 @@ class Decoder:
             origin=raw.origin,
         )
 
-    def _reference(self, raw: RawRecord) -> RefUpdate:
-        if not raw.key:
-            raise Invalid("missing_lookup_id", "the reference record has no key")
-        try:
-            lookup_id = raw.key.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise Invalid("invalid_utf8", f"key: {exc}") from None
-        if raw.value is None:
-            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay)
-        obj = _load_object(raw.value, self.max_record_bytes)
-        try:
-            valid = self._reference_schema.validate_python(obj)
-        except ValidationError as exc:
-            raise Invalid("invalid_field", _describe(exc)) from None
-        row = tuple(valid.get(name) for name in self.reference_columns)
-        version = _epoch(valid.get(self.reference_version_field))
-        return RefUpdate(lookup_id, row, version, raw.origin, raw.replay)
-
 
 class DecodedBatch(NamedTuple):
-    """One source batch, split into what the join takes and what goes to dead letters."""
+    """One source batch, split by the lookup each record goes to first, and dead letters.
 
-    good: list[Event | RefUpdate]
+    Events go to the first lookup, in one list with its reference updates so
+    their relative order survives.
+    """
+
+    good: dict[str, list[Event | RefUpdate]]
     bad: list[DeadLetter]
     caught_up: list[CaughtUp]
     events: int
     replayed_invalid: int
+    filtered_events: int
+    filtered_references: int
 
 
-def decode_batch(decoder: Decoder, batch: list[RawRecord | CaughtUp]) -> DecodedBatch:
-    """Decode a batch, keeping arrival order.
+def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]) -> DecodedBatch:
+    """Decode a batch, keeping arrival order; `first` names the lookup events go to.
 
     A replayed reference record that is invalid was dead-lettered when it was
     first read, and that write is in the snapshot being resumed; it is only
     counted, so a restart never writes a dead letter twice.
     """
-    good: list[Event | RefUpdate] = []
+    good: dict[str, list[Event | RefUpdate]] = {}
     bad: list[DeadLetter] = []
     caught_up: list[CaughtUp] = []
-    events = replayed_invalid = 0
+    events = replayed_invalid = filtered_events = filtered_references = 0
     for raw in batch:
         if type(raw) is CaughtUp:
             caught_up.append(raw)
             continue
-        if raw.kind is Kind.EVENT:  # type: ignore[union-attr]
-            events += 1
+        is_event = raw.kind is Kind.EVENT  # type: ignore[union-attr]
+        events += is_event
         record = decoder.decode(raw)  # type: ignore[arg-type]
-        if type(record) is not DeadLetter:
-            good.append(record)  # type: ignore[arg-type]
-        elif raw.replay:  # type: ignore[union-attr]
-            replayed_invalid += 1
+        if record is None:
+            filtered_events += 1
+        elif type(record) is DeadLetter:
+            if raw.replay:  # type: ignore[union-attr]
+                replayed_invalid += 1
+            else:
+                bad.append(record)
         else:
-            bad.append(record)
-    return DecodedBatch(good, bad, caught_up, events, replayed_invalid)
+            lookup = first if is_event else raw.lookup  # type: ignore[union-attr]
+            group = good.get(lookup)
+            if group is None:
+                group = good[lookup] = []
+            group.append(record)  # type: ignore[arg-type]
+            filtered_references += type(record) is RefUpdate and record.filtered  # type: ignore[union-attr]
+    return DecodedBatch(
+        good, bad, caught_up, events, replayed_invalid, filtered_events, filtered_references
+    )
 
 
 def _epoch(value: float | datetime | None) -> Version | None:

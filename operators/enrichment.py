@@ -249,9 +249,12 @@ class ShardEnricher:
         self, event: Event, now: float, out: list[Output], arrived: float | None = None
     ) -> None:
         self.tally.misses += 1
-        waiting = Pending(
-            event, now if arrived is None else arrived, now + self.config.timeout_seconds
-        )
+        since = now if arrived is None else arrived
+        if not event.lookup_id:
+            # An earlier lookup left this one's key empty: no row can ever match.
+            self._miss(Pending(event, since, now), MissReason.MISSING_KEY, now, out)
+            return
+        waiting = Pending(event, since, now + self.config.timeout_seconds)
         queue = self.pending.get(event.lookup_id)
         if queue is None:
             queue = self.pending[event.lookup_id] = deque()

@@ -71,6 +71,8 @@ class RefUpdate(NamedTuple):
     version: Version | None
     origin: str
     replay: bool = False
+    filtered: bool = False
+    """A row the lookup's filter left out: it deletes like a tombstone."""
 
 
 class CaughtUp(NamedTuple):

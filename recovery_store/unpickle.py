@@ -5,7 +5,8 @@ Bytewax stores each snapshot as `pickle.dumps(state)`, and a plain
 handed to an operator could run code on their machine. Here every global a
 pickle asks for must be one of the project's own state types; anything else
 is refused before it is imported. The states themselves (offsets, lists of
-`Pending`, the JSON values of an event) need no builtin globals: pickle
+`Pending`, the JSON values of an event and the outcomes of the lookups it
+passed, whose enums pickle as a class and a string) need no builtin globals: pickle
 encodes ints, floats, strings, bytes, lists, tuples and dicts with its own
 opcodes.
 """
@@ -16,11 +17,11 @@ import io
 import pickle
 
 from operators.enrichment import Pending
-from operators.records import Event
+from operators.records import Event, MissReason, Outcome, Status
 
 ALLOWED: dict[tuple[str, str], type] = {
-    (Pending.__module__, Pending.__qualname__): Pending,
-    (Event.__module__, Event.__qualname__): Event,
+    (state.__module__, state.__qualname__): state
+    for state in (Pending, Event, Outcome, Status, MissReason)
 }
 """Every global a snapshot may name, with the class it resolves to."""
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from operators.records import Enriched, FieldType
+from operators.records import Enriched, FieldType, Outcome
 
 ColumnType = FieldType | Literal["json"]
 """A column's logical type; `json` is text that may outgrow a short string type."""
@@ -40,6 +40,7 @@ _LEADING: tuple[Column, ...] = (
     Column("waited_ms", "float", False),
     Column("ref_version", "float", True),
 )
+_STAGES = Column("stages", "json", False)
 _ATTRIBUTES = Column("attributes", "json", True)
 
 
@@ -57,8 +58,9 @@ class EnrichedTable:
 
     Declared event fields and projected reference columns get their own
     columns; every other event field goes into `attributes` as JSON so nothing
-    the producer sent is lost. `unstored_fields` names the event fields that
-    already have a fixed column (lookup id, event id, event time).
+    the producer sent is lost. `stages` holds each lookup's outcome as JSON.
+    `unstored_fields` names the event fields that already have a fixed column
+    (lookup id, event id, event time).
     """
 
     name: str
@@ -77,7 +79,7 @@ class EnrichedTable:
             *(Column(name, kind, True) for name, kind in self.reference_columns),
         )
         # SQLite, and Oracle for unquoted names, ignore case: so must the collision check.
-        taken = {column.name.lower() for column in (*_LEADING, _ATTRIBUTES)}
+        taken = {column.name.lower() for column in (*_LEADING, _STAGES, _ATTRIBUTES)}
         for column in declared:
             _check_identifier(column.name, "column name")
             if column.name.lower() in taken:
@@ -86,9 +88,12 @@ class EnrichedTable:
                 )
             taken.add(column.name.lower())
         event_names = tuple(name for name, _ in self.event_columns)
-        object.__setattr__(self, "_schema", (*_LEADING, *declared, _ATTRIBUTES))
+        reference_names = {name for name, _ in self.reference_columns}
+        object.__setattr__(self, "_schema", (*_LEADING, *declared, _STAGES, _ATTRIBUTES))
         object.__setattr__(self, "_event_names", event_names)
-        object.__setattr__(self, "_not_attributes", self.unstored_fields | set(event_names))
+        object.__setattr__(
+            self, "_not_attributes", self.unstored_fields | set(event_names) | reference_names
+        )
         object.__setattr__(self, "_no_reference", (None,) * len(self.reference_columns))
 
     def schema(self) -> tuple[Column, ...]:
@@ -119,5 +124,16 @@ class EnrichedTable:
             rec.version,
             *(fields.get(name) for name in self._event_names),
             *reference,
+            json.dumps([_stage(outcome) for outcome in event.stages], separators=(",", ":")),
             json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else None,
         )
+
+
+def _stage(outcome: Outcome) -> dict[str, Any]:
+    return {
+        "lookup": outcome.lookup,
+        "status": outcome.status.value,
+        "miss_reason": None if outcome.miss_reason is None else outcome.miss_reason.value,
+        "waited_ms": outcome.waited_ms,
+        "version": outcome.version,
+    }

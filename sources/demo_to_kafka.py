@@ -2,21 +2,21 @@
 
 `python -m sources.demo_to_kafka` with the same `ENRICH_*` settings as the
 dataflow (brokers, topic names, `ENRICH_DEMO_*` sizes) fills the events topic
-and the reference topic, so the Kafka path can be tried on a real cluster
+and each lookup's reference topic, so the Kafka path can be tried on a real cluster
 with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, Producer
 
 from dataflows.flow import demo_source
 from dataflows.settings import Settings, SettingsError, load_settings
-from operators.records import Kind
-from sources.demo import build_plan
+from operators.records import Kind, RawRecord
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,22 @@ class Produced:
     references: int
 
 
+def _demo_records(settings: Settings) -> Iterator[RawRecord]:
+    """Every record the demo source serves, each partition in its planned order."""
+    source = demo_source(settings)
+    for name in source.list_parts():
+        partition = source.build_part("demo_to_kafka", name, None)
+        while True:
+            try:
+                batch = partition.next_batch()
+            except StopIteration:
+                break
+            yield from (raw for raw in batch if type(raw) is RawRecord)
+
+
 def produce_demo(settings: Settings) -> Produced:
-    """Every planned record, each partition in its planned order, keyed by lookup id."""
-    plan = build_plan(demo_source(settings).cfg)
+    """Every planned record, keyed by lookup id: events to the events topic, each
+    lookup's reference rows to that lookup's topic."""
     producer = Producer(
         {
             "bootstrap.servers": ",".join(settings.kafka_brokers),
@@ -42,25 +55,24 @@ def produce_demo(settings: Settings) -> Produced:
         if err is not None:
             failures.append(str(err))
 
-    topics = {
-        Kind.EVENT: settings.kafka_events_topic,
-        Kind.REFERENCE: settings.kafka_reference_topic,
-    }
-    counts = {Kind.EVENT: 0, Kind.REFERENCE: 0}
-    for partition in plan.partitions:
-        for kind, key, value in partition:
-            while True:
-                try:
-                    producer.produce(topics[kind], value, key, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            counts[kind] += 1
-            producer.poll(0)
+    topics = {lookup.name: lookup.topic for lookup in settings.lookups}
+    events = references = 0
+    for raw in _demo_records(settings):
+        is_event = raw.kind is Kind.EVENT
+        topic = settings.kafka_events_topic if is_event else topics[raw.lookup]
+        while True:
+            try:
+                producer.produce(topic, raw.value, raw.key, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        events += is_event
+        references += not is_event
+        producer.poll(0)
     producer.flush()
     if failures:
         raise KafkaException(f"{len(failures)} records were not delivered: {failures[0]}")
-    return Produced(counts[Kind.EVENT], counts[Kind.REFERENCE])
+    return Produced(events, references)
 
 
 def main() -> None:
@@ -72,9 +84,10 @@ def main() -> None:
         print(exc, file=sys.stderr)
         raise SystemExit(2) from None
     produced = produce_demo(settings)
+    topics = ", ".join(repr(lookup.topic) for lookup in settings.lookups)
     print(
         f"produced {produced.events} events to {settings.kafka_events_topic!r} and "
-        f"{produced.references} reference records to {settings.kafka_reference_topic!r}"
+        f"{produced.references} reference records to {topics}"
     )
 
 

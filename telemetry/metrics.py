@@ -13,13 +13,21 @@ from telemetry.histogram import BatchHistogram
 RECORDS_IN = Counter(
     "enrich_records_in_total", "Records read from a source, valid or not.", ["kind"]
 )
+FILTERED = Counter(
+    "enrich_filtered_total",
+    "Events the event filter left out before the join, and reference rows a lookup's "
+    "filter turned into deletes, by kind.",
+    ["kind"],
+)
 LOOKUPS = Counter(
-    "enrich_lookups_total", "Events looked up in the reference state, by result.", ["result"]
+    "enrich_lookups_total",
+    "Events looked up in a lookup's reference state, by lookup and result.",
+    ["lookup", "result"],
 )
 OUTCOMES = Counter(
     "enrich_events_out_total",
-    "Events that left the enrichment step, by status and miss reason.",
-    ["status", "miss_reason"],
+    "Events that left a lookup, by lookup, status and miss reason.",
+    ["lookup", "status", "miss_reason"],
 )
 LATE_WAIT_SECONDS = BatchHistogram(
     "enrich_late_wait_seconds",
@@ -29,26 +37,34 @@ LATE_WAIT_SECONDS = BatchHistogram(
 )
 TIMEOUTS = Counter(
     "enrich_miss_timeouts_total",
-    "Waiting events whose miss timeout passed before their reference row arrived.",
+    "Waiting events whose miss timeout passed before their reference row arrived, by lookup.",
+    ["lookup"],
 )
 INNER_EXCLUDED = Counter(
     "enrich_inner_join_excluded_total",
-    "Events that found no row and were kept out of the main sink by an inner join.",
+    "Events that found no row and were kept out of the main sink by an inner join, by lookup.",
+    ["lookup"],
 )
 REFERENCE_UPDATES = Counter(
     "enrich_reference_updates_total",
-    "Reference updates applied or ignored, by outcome.",
-    ["outcome"],
+    "Reference updates applied or ignored, by lookup and outcome.",
+    ["lookup", "outcome"],
 )
 STALE_UPDATES = Counter(
     "enrich_stale_updates_ignored_total",
-    "Reference updates ignored because their version was not newer than the row held.",
+    "Reference updates ignored because their version was not newer than the row held, "
+    "by lookup.",
+    ["lookup"],
 )
 DEAD_LETTERS = Counter(
     "enrich_dead_letters_total", "Records sent to the dead-letter output, by reason.", ["reason"]
 )
-PENDING = Gauge("enrich_pending_events", "Events buffered while waiting for their reference row.")
-ROWS_HELD = Gauge("enrich_reference_rows", "Reference rows held in memory.")
+PENDING = Gauge(
+    "enrich_pending_events",
+    "Events buffered while waiting for their reference row, by lookup.",
+    ["lookup"],
+)
+ROWS_HELD = Gauge("enrich_reference_rows", "Reference rows held in memory, by lookup.", ["lookup"])
 SINK_ROWS = Counter("enrich_sink_rows_total", "Rows upserted into the main sink.", ["status"])
 SINK_BATCHES = Counter("enrich_sink_batches_total", "Batches committed to the main sink.")
 SINK_BATCH_SECONDS = Histogram(

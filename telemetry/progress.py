@@ -39,24 +39,25 @@ def _total(name: str) -> int:
 
 
 PROGRESS_LINE = (
-    "events {events:,} ({events_per_second:,}/s) | enriched {enriched:,} late {late:,} "
-    "miss {miss:,} | dead letters {dead_letters:,} | pending {pending:,} | "
-    "rows held {rows_held:,} | sink rows {sink_rows:,}"
+    "events {events:,} ({events_per_second:,}/s) | filtered {filtered:,} | "
+    "rows enriched {enriched:,} late {late:,} miss {miss:,} | dead letters {dead_letters:,} | "
+    "pending {pending:,} | rows held {rows_held:,}"
 )
 
 
 def progress_counts() -> dict[str, int]:
-    """The running totals a progress line shows."""
-    outcomes = _samples("enrich_events_out")
+    """The running totals a progress line shows; statuses are of the rows the sink wrote,
+    each the outcome of the whole chain of lookups."""
+    rows = _samples("enrich_sink_rows")
     return {
         "events": int(_samples("enrich_records_in").get(("event",), 0)),
-        "enriched": int(outcomes.get(("enriched", ""), 0)),
-        "late": int(outcomes.get(("late_enriched", ""), 0)),
-        "miss": int(sum(v for k, v in outcomes.items() if k[0] == "lookup_miss")),
+        "filtered": int(_samples("enrich_filtered").get(("event",), 0)),
+        "enriched": int(rows.get(("enriched",), 0)),
+        "late": int(rows.get(("late_enriched",), 0)),
+        "miss": int(rows.get(("lookup_miss",), 0)),
         "dead_letters": _total("enrich_dead_letters"),
         "pending": _total("enrich_pending_events"),
         "rows_held": _total("enrich_reference_rows"),
-        "sink_rows": _total("enrich_sink_rows"),
     }
 
 
@@ -102,19 +103,26 @@ class Progress:
             f"  events read          {events:>12,}  in {elapsed:.1f} s "
             f"({events / max(elapsed, 1e-9):,.0f} events/s)",
             f"  reference records    {int(records.get(('reference',), 0)):>12,}",
-            "  events out by status:",
         ]
-        for (status, reason), count in sorted(_samples("enrich_events_out").items()):
-            label = f"{status} ({reason})" if reason else status
-            lines.append(f"    {label:<28}{int(count):>12,}")
-        excluded = _total("enrich_inner_join_excluded")
-        if excluded:
-            lines.append(f"    {'excluded by inner join':<28}{excluded:>12,}")
+        filtered = int(_samples("enrich_filtered").get(("event",), 0))
+        if filtered:
+            lines.append(f"  events filtered out  {filtered:>12,}")
+        outcomes = _samples("enrich_events_out")
+        excluded = _samples("enrich_inner_join_excluded")
+        for lookup in dict.fromkeys(key[0] for key in outcomes):
+            lines.append(f"  events out of lookup {lookup!r} by status:")
+            for (_, status, reason), count in sorted(
+                item for item in outcomes.items() if item[0][0] == lookup
+            ):
+                label = f"{status} ({reason})" if reason else status
+                lines.append(f"    {label:<28}{int(count):>12,}")
+            if excluded.get((lookup,)):
+                lines.append(f"    {'excluded by inner join':<28}{int(excluded[(lookup,)]):>12,}")
         lines.append("  dead letters by reason:")
         for (reason,), count in sorted(_samples("enrich_dead_letters").items()):
             lines.append(f"    {reason:<28}{int(count):>12,}")
         lines.append("  reference updates:")
-        for (outcome,), count in sorted(_samples("enrich_reference_updates").items()):
-            lines.append(f"    {outcome:<28}{int(count):>12,}")
+        for (lookup, outcome), count in sorted(_samples("enrich_reference_updates").items()):
+            lines.append(f"    {f'{lookup} {outcome}':<28}{int(count):>12,}")
         lines.append(f"  rows upserted to sink{_total('enrich_sink_rows'):>11,}")
         return "\n".join(lines)

@@ -10,32 +10,32 @@ from operators.records import DeadLetter, MissReason
 from telemetry import metrics
 
 
-def record_tally(tally: Tally) -> None:
-    """Add one enrichment call's counts; called once per batch, not per event."""
+def record_tally(lookup: str, tally: Tally) -> None:
+    """Add one enrichment call's counts for `lookup`; called once per batch, not per event."""
     if tally.hits:
-        metrics.LOOKUPS.labels("hit").inc(tally.hits)
-        metrics.OUTCOMES.labels("enriched", "").inc(tally.hits)
+        metrics.LOOKUPS.labels(lookup, "hit").inc(tally.hits)
+        metrics.OUTCOMES.labels(lookup, "enriched", "").inc(tally.hits)
     if tally.misses:
-        metrics.LOOKUPS.labels("miss").inc(tally.misses)
+        metrics.LOOKUPS.labels(lookup, "miss").inc(tally.misses)
     if tally.late:
-        metrics.OUTCOMES.labels("late_enriched", "").inc(tally.late)
+        metrics.OUTCOMES.labels(lookup, "late_enriched", "").inc(tally.late)
         metrics.LATE_WAIT_SECONDS.observe_many(ms / 1000.0 for ms in tally.late_waits_ms)
     for reason, count in tally.missed_out.items():
-        metrics.OUTCOMES.labels("lookup_miss", reason.value).inc(count)
+        metrics.OUTCOMES.labels(lookup, "lookup_miss", reason.value).inc(count)
     if MissReason.TIMEOUT in tally.missed_out:
-        metrics.TIMEOUTS.inc(tally.missed_out[MissReason.TIMEOUT])
+        metrics.TIMEOUTS.labels(lookup).inc(tally.missed_out[MissReason.TIMEOUT])
     if tally.inner_excluded:
-        metrics.INNER_EXCLUDED.inc(tally.inner_excluded)
+        metrics.INNER_EXCLUDED.labels(lookup).inc(tally.inner_excluded)
     for outcome in ("applied", "stale", "deleted", "absent_deletes"):
         count = getattr(tally, outcome)
         if count:
-            metrics.REFERENCE_UPDATES.labels(outcome).inc(count)
+            metrics.REFERENCE_UPDATES.labels(lookup, outcome).inc(count)
     if tally.stale:
-        metrics.STALE_UPDATES.inc(tally.stale)
+        metrics.STALE_UPDATES.labels(lookup).inc(tally.stale)
     if tally.pending_delta:
-        metrics.PENDING.inc(tally.pending_delta)
+        metrics.PENDING.labels(lookup).inc(tally.pending_delta)
     if tally.rows_delta:
-        metrics.ROWS_HELD.inc(tally.rows_delta)
+        metrics.ROWS_HELD.labels(lookup).inc(tally.rows_delta)
 
 
 def record_dead_letters(letters: Iterable[DeadLetter]) -> None:
@@ -52,3 +52,7 @@ def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:
     metrics.RECORDS_IN.labels("reference").inc(batch_size - decoded.events - len(decoded.caught_up))
     if decoded.replayed_invalid:
         metrics.REPLAYED_INVALID.inc(decoded.replayed_invalid)
+    if decoded.filtered_events:
+        metrics.FILTERED.labels("event").inc(decoded.filtered_events)
+    if decoded.filtered_references:
+        metrics.FILTERED.labels("reference").inc(decoded.filtered_references)

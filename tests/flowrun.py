@@ -19,7 +19,8 @@ from operators.enrichment import Pending
 from recovery_store.unpickle import loads
 
 ROOT = Path(__file__).resolve().parents[1]
-ENRICH_STEP = "enrich.enrich"
+ENRICH_STEP_PREFIX = "enrich.enrich_"
+"""Each lookup's stateful step is `enrich_<lookup name>`."""
 INPUT_STEP = "enrich.input"
 
 
@@ -52,7 +53,11 @@ class ResumePoint:
 
     epoch: int
     offsets: dict[str, int]
-    pending: list[Pending]
+    pending_by_lookup: dict[str, list[Pending]]
+
+    @property
+    def pending(self) -> list[Pending]:
+        return [waiting for queue in self.pending_by_lookup.values() for waiting in queue]
 
 
 def start_flow(
@@ -106,13 +111,13 @@ def resume_point(recovery: Path) -> ResumePoint:
             (epoch,),
         ).fetchall()
     offsets: dict[str, int] = {}
-    pending: list[Pending] = []
+    pending: dict[str, list[Pending]] = {}
     for step, key, blob in snaps:
         state = None if blob is None else loads(blob)
         if step == INPUT_STEP and state is not None:
             offsets[key] = state
-        elif step == ENRICH_STEP and state:
-            pending.extend(state)
+        elif step.startswith(ENRICH_STEP_PREFIX) and state:
+            pending.setdefault(step.removeprefix(ENRICH_STEP_PREFIX), []).extend(state)
     return ResumePoint(epoch, offsets, pending)
 
 

@@ -30,9 +30,9 @@ from bytewax.testing import TestingSource, run_main
 from prometheus_client.registry import REGISTRY
 
 from dataflows.flow import build_flow, demo_source
-from dataflows.settings import Settings, load_settings
+from dataflows.settings import DEMO_LOOKUPS, Settings, load_settings
 from operators.records import Kind, RawRecord
-from sources.demo import DemoTruth, build_plan
+from sources.demo import EXCHANGES, DemoTruth, build_plan, exchange_of
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = 20_000
@@ -46,6 +46,8 @@ DEMO = {"demo_events": EVENTS, "demo_references": REFERENCES, "demo_seed": SEED}
 MAX_RECORD_BYTES = 65_536
 REFERENCE_COLUMNS = ("cusip", "name", "sector")
 NO_ROW: tuple[None, None, None] = (None, None, None)
+SECURITY_ONLY = [DEMO_LOOKUPS[0]]
+"""For hand-made streams, which carry no exchange rows."""
 SUBPROCESS_TIMEOUT = 60.0
 
 Row = dict[str, Any]
@@ -153,7 +155,8 @@ def work_out(settings: Settings) -> Expected:
     dead: dict[str, tuple[str, bytes | None, bytes | None]] = {}
     refs: dict[str, list[RefRecord]] = defaultdict(list)
     event_records = 0
-    for name, records in zip(part_names, plan.partitions, strict=True):
+    # The exchanges partition, listed last, holds no event: every exchange exists.
+    for name, records in zip(part_names, plan.partitions, strict=False):
         held: dict[str, tuple[int, RefRow]] = {}
         waiting: dict[str, list[Copy]] = defaultdict(list)
         for index, (kind, key, value) in enumerate(records):
@@ -249,6 +252,15 @@ def references(row: Row) -> RefRow:
     return tuple(row[column] for column in REFERENCE_COLUMNS)
 
 
+def stages(row: Row) -> list[dict[str, Any]]:
+    return json.loads(row["stages"])
+
+
+def with_security(**changes: Any) -> list[Any]:
+    """The demo chain with the security lookup changed as asked."""
+    return [DEMO_LOOKUPS[0].model_copy(update=changes), *DEMO_LOOKUPS[1:]]
+
+
 @pytest.fixture(scope="module", autouse=True)
 def clean_environment() -> Iterator[None]:
     """Settings read `ENRICH_*` variables; a developer's shell must not change these runs."""
@@ -339,10 +351,11 @@ def test_statuses_and_reference_values_follow_the_plan(
         got = (row["status"], row["miss_reason"], row["ref_version"], references(row))
         if got != (outcome.status, outcome.miss_reason, outcome.version, outcome.row):
             wrong.append((event_id, got, outcome))
+        security = stages(row)[0]
+        assert (security["lookup"], security["status"]) == ("security", outcome.status)
         if row["status"] == "enriched":
-            assert row["waited_ms"] == 0.0
-        else:
-            assert row["waited_ms"] >= 0.0
+            assert security["waited_ms"] == 0.0
+        assert row["waited_ms"] >= security["waited_ms"] >= 0.0
     assert not wrong, f"{len(wrong)} rows differ, first ones: {wrong[:5]}"
     outcomes: dict[str, set[tuple[Any, ...]]] = defaultdict(set)
     for copy, outcome in expected.emitted:
@@ -350,6 +363,32 @@ def test_statuses_and_reference_values_follow_the_plan(
     assert any(len(seen) > 1 for seen in outcomes.values()), "no duplicate whose copies differ"
     statuses = Counter(row["status"] for row in table.values())
     assert set(statuses) == {"enriched", "late_enriched", "lookup_miss"}
+
+
+def test_the_second_lookup_adds_each_security_s_exchange(
+    default_run: tuple[dict[str, Row], list[dict[str, Any]]], expected: Expected
+) -> None:
+    """Stage two keys on the `exchange_id` stage one brought; a stage-one miss has no key."""
+    table, _ = default_run
+    hits = misses = 0
+    for event_id, (copy, outcome) in expected.final().items():
+        row = table[event_id]
+        exchange = (row["exchange_id"], row["exchange_name"], row["exchange_country"])
+        second = stages(row)[1]
+        if outcome.status == "lookup_miss":
+            misses += 1
+            assert exchange == (None, None, None)
+            assert (second["status"], second["miss_reason"]) == ("lookup_miss", "missing_key")
+            continue
+        hits += 1
+        mic = exchange_of(copy.lookup_id)
+        assert exchange == (mic, *EXCHANGES[mic])
+        assert (second["lookup"], second["status"], second["version"]) == (
+            "exchange",
+            "enriched",
+            1,
+        )
+    assert hits > 0 and misses > 0
 
 
 def test_events_before_a_late_row_wait_for_it(
@@ -459,7 +498,7 @@ def test_deleted_ids_miss_until_republished(
 
 def test_miss_defaults_fill_their_columns(tmp_path: Path, expected: Expected) -> None:
     """Under `defaults` a miss carries the configured values and NULL for the other columns."""
-    table, _ = run_demo(tmp_path, miss_defaults={"sector": "UNKNOWN"})
+    table, _ = run_demo(tmp_path, lookups=with_security(miss_defaults={"sector": "UNKNOWN"}))
     misses = {eid for eid, (_, out) in expected.final().items() if out.status == "lookup_miss"}
     assert misses
     assert {eid for eid, row in table.items() if row["status"] == "lookup_miss"} == misses
@@ -490,7 +529,11 @@ def test_pass_through_policy_keeps_misses_without_reference_values(
     tmp_path: Path, expected: Expected
 ) -> None:
     """`pass_through` writes the miss with every reference column NULL, ignoring defaults."""
-    table, _ = run_demo(tmp_path, miss_policy="pass_through", miss_defaults={"sector": "UNKNOWN"})
+    table, _ = run_demo(
+        tmp_path,
+        miss_policy="pass_through",
+        lookups=with_security(miss_defaults={"sector": "UNKNOWN"}),
+    )
     final = expected.final()
     assert set(table) == set(final)
     misses = [eid for eid, (_, out) in final.items() if out.status == "lookup_miss"]
@@ -503,10 +546,10 @@ def test_pass_through_policy_keeps_misses_without_reference_values(
 
 def test_inner_join_excludes_misses_and_counts_them(tmp_path: Path, expected: Expected) -> None:
     """An inner join keeps misses out of both outputs; the counter says how many it dropped."""
-    metric = "enrich_inner_join_excluded_total"
-    before = REGISTRY.get_sample_value(metric) or 0.0
+    metric, labels = "enrich_inner_join_excluded_total", {"lookup": "security"}
+    before = REGISTRY.get_sample_value(metric, labels) or 0.0
     table, letters = run_demo(tmp_path, join_type="inner")
-    after = REGISTRY.get_sample_value(metric) or 0.0
+    after = REGISTRY.get_sample_value(metric, labels) or 0.0
     assert "lookup_miss" not in {row["status"] for row in table.values()}
     assert set(table) == set(expected.final(keep_misses=False))
     assert not [letter for letter in letters if letter["reason"] == "lookup_miss"]
@@ -520,15 +563,19 @@ def event(event_id: str, lookup_id: str, offset: int) -> RawRecord:
 
 def reference(lookup_id: str, offset: int, name: str) -> RawRecord:
     value = json.dumps({"cusip": "C0", "name": name, "sector": "S", "version": 1}).encode()
-    return RawRecord(Kind.REFERENCE, lookup_id.encode(), value, f"test/reference/0/{offset}")
+    origin = f"test/reference/0/{offset}"
+    return RawRecord(Kind.REFERENCE, lookup_id.encode(), value, origin, lookup="security")
 
 
 def run_records(tmp_path: Path, items: list[Any], **overrides: Any) -> dict[str, Row]:
     """Run the real flow on a hand-made stream, one record per batch, into a real table."""
     settings = load_settings(
-        sqlite_path=tmp_path / "enriched.sqlite",
-        dead_letter_path=tmp_path / "dead_letters.jsonl",
-        **overrides,
+        **{
+            "sqlite_path": tmp_path / "enriched.sqlite",
+            "dead_letter_path": tmp_path / "dead_letters.jsonl",
+            "lookups": SECURITY_ONLY,
+            **overrides,
+        }
     )
     run_main(build_flow(settings, {"input": TestingSource(items)}))
     assert read_dead_letters(settings.dead_letter_path) == []
@@ -638,7 +685,7 @@ def test_entry_point_runs_to_the_end_and_prints_a_summary(tmp_path: Path) -> Non
         f"{out.status} ({out.miss_reason})" if out.miss_reason else out.status
         for _, out in worked.emitted
     )
-    assert summary_section(output, "events out by status:") == statuses
+    assert summary_section(output, "events out of lookup 'security' by status:") == statuses
     reasons = Counter(reason for reason, _, _ in worked.dead.values())
     assert summary_section(output, "dead letters by reason:") == reasons
     letters = read_dead_letters(tmp_path / "dead_letters.jsonl")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from operators.decode import Decoder, decode_batch
+from operators.decode import Decoder, ReferenceSchema, decode_batch
+from operators.filters import Condition, all_of
 from operators.records import CaughtUp, DeadLetter, Event, Kind, RawRecord, RefUpdate
 
 DECODER = Decoder(
@@ -14,8 +15,7 @@ DECODER = Decoder(
     event_id_field="event_id",
     event_time_field="ts",
     event_fields={"price": "float", "size": "int"},
-    reference_columns={"cusip": "str", "name": "str"},
-    reference_version_field="version",
+    references={"security": ReferenceSchema({"cusip": "str", "name": "str"}, "version")},
     max_record_bytes=1_000,
 )
 
@@ -24,8 +24,8 @@ def event(value: bytes | None) -> RawRecord:
     return RawRecord(Kind.EVENT, None, value, "events/0/7")
 
 
-def reference(key: bytes | None, value: bytes | None) -> RawRecord:
-    return RawRecord(Kind.REFERENCE, key, value, "refs/1/3")
+def reference(key: bytes | None, value: bytes | None, lookup: str = "security") -> RawRecord:
+    return RawRecord(Kind.REFERENCE, key, value, "refs/1/3", lookup=lookup)
 
 
 def dumps(obj: object) -> bytes:
@@ -143,14 +143,68 @@ def test_batch_keeps_order_and_counts_replayed_invalid_records_instead_of_dead_l
         reference(b"S2", b"{bad")._replace(replay=True),
         event(dumps({"security_id": "S1"})),
         reference(b"S3", b"{bad"),
-        CaughtUp("refs/1", 2),
+        CaughtUp("refs/1", 2, "security"),
     ]
-    decoded = decode_batch(DECODER, batch)
-    assert [type(r) for r in decoded.good] == [RefUpdate, Event]
+    decoded = decode_batch(DECODER, "security", batch)
+    assert [type(r) for r in decoded.good["security"]] == [RefUpdate, Event]
     assert [(d.reason, d.key) for d in decoded.bad] == [
         ("invalid_json", None),
         ("invalid_json", b"S3"),
     ]
-    assert decoded.caught_up == [CaughtUp("refs/1", 2)]
+    assert decoded.caught_up == [CaughtUp("refs/1", 2, "security")]
     assert decoded.events == 2
     assert decoded.replayed_invalid == 1
+
+
+CHAIN = Decoder(
+    lookup_field="security_id",
+    event_id_field="event_id",
+    event_time_field="ts",
+    event_fields={"price": "float", "size": "int"},
+    references={
+        "security": ReferenceSchema(
+            {"name": "str", "exchange_id": "str"},
+            keep=all_of([Condition(field="status", op="==", value="ACTIVE")]),
+        ),
+        "exchange": ReferenceSchema({"country": "str"}, "seq"),
+    },
+    max_record_bytes=1_000,
+    keep_event=all_of([Condition(field="price", op=">", value=100)]),
+)
+
+
+def test_each_lookup_decodes_its_own_columns_and_version() -> None:
+    security = CHAIN.decode(
+        reference(b"S1", dumps({"name": "A", "exchange_id": "XLON", "status": "ACTIVE", "x": 1}))
+    )
+    exchange = CHAIN.decode(reference(b"XLON", dumps({"country": "GB", "seq": 7}), "exchange"))
+    assert security == RefUpdate("S1", ("A", "XLON"), None, "refs/1/3")
+    assert exchange == RefUpdate("XLON", ("GB",), 7, "refs/1/3")
+
+
+def test_a_reference_row_the_filter_leaves_out_decodes_as_a_delete() -> None:
+    result = CHAIN.decode(reference(b"S1", dumps({"name": "A", "status": "RETIRED"})))
+    assert result == RefUpdate("S1", None, None, "refs/1/3", filtered=True)
+
+
+def test_a_record_of_an_unknown_lookup_is_a_dead_letter() -> None:
+    result = CHAIN.decode(reference(b"S1", dumps({"name": "A"}), "sector"))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == "unknown_lookup"
+
+
+def test_the_event_filter_runs_on_coerced_fields_and_drops_before_any_state() -> None:
+    batch = [
+        event(dumps({"security_id": "S1", "price": "150.5"})),
+        event(dumps({"security_id": "S2", "price": 99})),
+        event(dumps({"security_id": "S3"})),
+        reference(b"XLON", dumps({"country": "GB"}), "exchange"),
+        reference(b"S9", dumps({"name": "Z", "status": "HALTED"})),
+    ]
+    decoded = decode_batch(CHAIN, "security", batch)
+    assert [e.lookup_id for e in decoded.good["security"]] == ["S1", "S9"]
+    assert [u.lookup_id for u in decoded.good["exchange"]] == ["XLON"]
+    assert decoded.events == 3
+    assert decoded.filtered_events == 2
+    assert decoded.filtered_references == 1
+    assert decoded.bad == []

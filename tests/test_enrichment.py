@@ -211,7 +211,7 @@ def test_replayed_rows_rebuild_state_without_releasing_pending_events() -> None:
 
 
 def caught_up(partition: str, partitions: int = 2) -> CaughtUp:
-    return CaughtUp(partition, partitions)
+    return CaughtUp(partition, partitions, "security")
 
 
 def test_events_are_held_not_missed_until_every_reference_partition_caught_up() -> None:

@@ -84,29 +84,37 @@ def test_a_tally_adds_late_waits_in_seconds_timeouts_and_stale_updates() -> None
         ("enrich_late_wait_seconds_sum", {}),
         ("enrich_late_wait_seconds_bucket", {"le": "0.25"}),
         ("enrich_late_wait_seconds_bucket", {"le": "1.0"}),
-        ("enrich_miss_timeouts_total", {}),
-        ("enrich_events_out_total", {"status": "lookup_miss", "miss_reason": "timeout"}),
-        ("enrich_events_out_total", {"status": "lookup_miss", "miss_reason": "overflow"}),
-        ("enrich_stale_updates_ignored_total", {}),
-        ("enrich_reference_updates_total", {"outcome": "stale"}),
+        ("enrich_miss_timeouts_total", {"lookup": "exchange"}),
+        (
+            "enrich_events_out_total",
+            {"lookup": "exchange", "status": "lookup_miss", "miss_reason": "timeout"},
+        ),
+        (
+            "enrich_events_out_total",
+            {"lookup": "exchange", "status": "lookup_miss", "miss_reason": "overflow"},
+        ),
+        ("enrich_stale_updates_ignored_total", {"lookup": "exchange"}),
+        ("enrich_reference_updates_total", {"lookup": "exchange", "outcome": "stale"}),
     )
     record_tally(
+        "exchange",
         Tally(
             late=2,
             late_waits_ms=[250.0, 1500.0],
             missed_out={MissReason.TIMEOUT: 3, MissReason.OVERFLOW: 1},
             stale=2,
-        )
+        ),
     )
     assert delta("enrich_late_wait_seconds_count") == 2
     assert delta("enrich_late_wait_seconds_sum") == pytest.approx(1.75)
     assert delta("enrich_late_wait_seconds_bucket", le="0.25") == 1
     assert delta("enrich_late_wait_seconds_bucket", le="1.0") == 1
-    assert delta("enrich_miss_timeouts_total") == 3
-    assert delta("enrich_events_out_total", status="lookup_miss", miss_reason="timeout") == 3
-    assert delta("enrich_events_out_total", status="lookup_miss", miss_reason="overflow") == 1
-    assert delta("enrich_stale_updates_ignored_total") == 2
-    assert delta("enrich_reference_updates_total", outcome="stale") == 2
+    assert delta("enrich_miss_timeouts_total", lookup="exchange") == 3
+    miss = {"lookup": "exchange", "status": "lookup_miss"}
+    assert delta("enrich_events_out_total", **miss, miss_reason="timeout") == 3
+    assert delta("enrich_events_out_total", **miss, miss_reason="overflow") == 1
+    assert delta("enrich_stale_updates_ignored_total", lookup="exchange") == 2
+    assert delta("enrich_reference_updates_total", lookup="exchange", outcome="stale") == 2
 
 
 def test_records_in_count_events_and_references_but_not_caught_up_markers() -> None:
@@ -117,10 +125,10 @@ def test_records_in_count_events_and_references_but_not_caught_up_markers() -> N
     batch = [
         RawRecord(Kind.EVENT, b"A", b'{"event_id": "e1", "security_id": "A"}', "t/event/0/0"),
         RawRecord(Kind.EVENT, b"A", b"not json", "t/event/0/1"),
-        RawRecord(Kind.REFERENCE, b"A", b'{"name": "Alpha", "version": 1}', "t/reference/0/0"),
-        CaughtUp("reference/0", 1),
+        RawRecord(Kind.REFERENCE, b"A", b'{"name": "Alpha"}', "t/reference/0/0", lookup="security"),
+        CaughtUp("reference/0", 1, "security"),
     ]
-    record_decoded(decode_batch(decoder(load_settings()), batch), len(batch))
+    record_decoded(decode_batch(decoder(load_settings()), "security", batch), len(batch))
     assert delta("enrich_records_in_total", kind="event") == 2
     assert delta("enrich_records_in_total", kind="reference") == 1
 

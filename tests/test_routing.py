@@ -42,7 +42,7 @@ def test_by_shard_groups_by_key_and_keeps_arrival_order_per_key() -> None:
 
 
 def test_broadcast_markers_end_every_shard_group_after_its_records() -> None:
-    marker = CaughtUp("reference/0", 1)
+    marker = CaughtUp("reference/0", 1, "security")
     names = routing.names(4)
     groups = dict(routing.by_shard([event("e1", "A")], names, broadcast=[marker]))
     assert sorted(groups) == names

@@ -1,0 +1,88 @@
+"""Between the lookups of a chain: hand an event on, then fold every outcome into one record.
+
+Each lookup is its own stateful step keyed by its own key, so an event
+leaves one lookup as `Enriched` and enters the next as an `Event` that
+carries the columns the previous lookups added (the next key may be one of
+them) and their outcomes. After the last lookup the outcomes become the one
+record the sinks write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from operators.records import Enriched, Event, MissReason, Outcome, Status
+
+_LOOKUP_ID_TYPES = (str, int)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One lookup as the chain sees it: its name and the event fields its row fills."""
+
+    name: str
+    columns: tuple[str, ...]
+
+
+def _outcome(stage: Stage, rec: Enriched) -> Outcome:
+    return Outcome(stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version)
+
+
+def _values(stage: Stage, rec: Enriched) -> Iterable[object]:
+    """The row's values for the stage's columns; all None when the row is missing."""
+    row = rec.row
+    return (None,) * len(stage.columns) if row is None else row[: len(stage.columns)]
+
+
+def advance(rec: Enriched, stage: Stage, next_key: str) -> Event:
+    """The event as the next lookup sees it, keyed by `next_key`.
+
+    A key that is missing, empty or not text or a whole number gives an empty
+    `lookup_id`, which the next lookup turns into a `missing_key` miss under
+    its own policy.
+    """
+    event = rec.event
+    fields = dict(event.fields)
+    fields.update(zip(stage.columns, _values(stage, rec), strict=True))
+    key = fields.get(next_key)
+    valid = isinstance(key, _LOOKUP_ID_TYPES) and not isinstance(key, bool) and key != ""
+    return Event(
+        event.event_id,
+        str(key) if valid else "",
+        event.event_time,
+        fields,
+        event.origin,
+        (*event.stages, _outcome(stage, rec)),
+    )
+
+
+def overall(stages: Sequence[Outcome]) -> tuple[Status, MissReason | None]:
+    """A miss anywhere makes the record a miss (with the first reason); else late if any was."""
+    for outcome in stages:
+        if outcome.status is Status.LOOKUP_MISS:
+            return Status.LOOKUP_MISS, outcome.miss_reason
+    if any(outcome.status is Status.LATE_ENRICHED for outcome in stages):
+        return Status.LATE_ENRICHED, None
+    return Status.ENRICHED, None
+
+
+def finish(rec: Enriched, last: Stage, earlier: tuple[str, ...], lookup_field: str) -> Enriched:
+    """The chain's record: every lookup's values in chain order, and every outcome.
+
+    `earlier` names the columns earlier lookups added to the event. The
+    lookup id and version are the first lookup's, the ones the event is
+    about; each lookup's own version is in its outcome. A one-lookup chain
+    keeps the record as it is, adding only its outcome.
+    """
+    event = rec.event
+    stages = (*event.stages, _outcome(last, rec))
+    if not event.stages:
+        return rec._replace(event=event._replace(stages=stages))
+    fields = event.fields
+    done = event._replace(lookup_id=str(fields[lookup_field]), stages=stages)
+    version = stages[0].version
+    row = (*(fields.get(name) for name in earlier), *_values(last, rec), version)
+    status, reason = overall(stages)
+    waited_ms = sum(outcome.waited_ms for outcome in stages)
+    return Enriched(done, row, version, status, reason, waited_ms)
