@@ -15,6 +15,8 @@ from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import TypeAdapter
+
 from operators.enrichment import Pending
 from recovery_store.unpickle import loads
 
@@ -27,7 +29,8 @@ INPUT_STEP = "enrich.input"
 def flow_env(work: Path, **settings: object) -> dict[str, str]:
     """An environment naming only this run's files, so runs never share output.
 
-    A setting given as None is left unset, so its default applies.
+    A setting given as None is left unset, so its default applies; lists and
+    dicts (of models too) are given as JSON, as an operator would.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
     env.update(
@@ -39,12 +42,18 @@ def flow_env(work: Path, **settings: object) -> dict[str, str]:
     )
     env.update(
         {
-            f"ENRICH_{name.upper()}": str(value)
+            f"ENRICH_{name.upper()}": _env_value(value)
             for name, value in settings.items()
             if value is not None
         }
     )
     return env
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, list | dict):
+        return TypeAdapter(type(value)).dump_json(value).decode()
+    return str(value)
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from conftest import MockKafka
 from flowrun import ROOT, flow_env, init_recovery, kill_group, resume_point, start_flow, tail
 
 from dataflows.flow import build_flow, demo_source
-from dataflows.settings import Settings, load_settings
+from dataflows.settings import DEMO_LOOKUPS, Lookup, Settings, load_settings
 from operators.enrichment import HELD
-from sources.demo import DemoTruth, build_plan
+from sources.demo import EXCHANGES, DemoTruth, build_plan, exchange_of
 from sources.demo_to_kafka import produce_demo
 
 T = TypeVar("T")
@@ -47,9 +47,18 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+SECURITY_ONLY = [DEMO_LOOKUPS[0]]
+"""One lookup, on the `reference` topic: hand-made scenarios carry no exchange rows."""
+
+
+def on_topic(topic: str) -> list[Lookup]:
+    return [DEMO_LOOKUPS[0].model_copy(update={"topic": topic})]
+
+
 def kafka_settings(kafka: MockKafka, work: Path, **overrides: Any) -> dict[str, Any]:
     return {
         "source": "kafka",
+        "lookups": SECURITY_ONLY,
         "kafka_brokers": kafka.bootstrap,
         "kafka_stop_at_end": True,
         "miss_timeout_seconds": 3600,
@@ -81,7 +90,16 @@ def read_table(db: Path) -> dict[str, Row]:
 
 
 def without_wall_clock(table: dict[str, Row]) -> dict[str, Row]:
-    return {key: {k: v for k, v in row.items() if k != "waited_ms"} for key, row in table.items()}
+    """Rows without the waits, which are wall-clock time, also in each lookup's outcome."""
+
+    def steady(row: Row) -> Row:
+        stages = [
+            {k: v for k, v in stage.items() if k != "waited_ms"}
+            for stage in json.loads(row["stages"])
+        ]
+        return {**{k: v for k, v in row.items() if k != "waited_ms"}, "stages": stages}
+
+    return {key: steady(row) for key, row in table.items()}
 
 
 def header(msg: Message, name: str) -> str:
@@ -146,15 +164,16 @@ def demo_truth(settings: Settings) -> DemoTruth:
 def test_demo_data_set_through_kafka_accounts_for_every_event(
     kafka: MockKafka, tmp_path: Path
 ) -> None:
-    settings = load_settings(**kafka_settings(kafka, tmp_path, **SMALL_DEMO))
+    chain = {"lookups": DEMO_LOOKUPS, **SMALL_DEMO}
+    settings = load_settings(**kafka_settings(kafka, tmp_path, **chain))
     truth = demo_truth(settings)
     produced = produce_demo(settings)
     assert (produced.events, produced.references) == (
         truth.event_records,
-        truth.reference_records,
+        truth.reference_records + len(EXCHANGES),
     )
 
-    run_bounded(kafka, tmp_path, enriched_topic=ENRICHED, **SMALL_DEMO)
+    run_bounded(kafka, tmp_path, enriched_topic=ENRICHED, **chain)
     table = read_table(tmp_path / "enriched.sqlite")
     letters = kafka.consume_all(DEAD_LETTERS)
     enriched = kafka.consume_all(ENRICHED)
@@ -186,6 +205,12 @@ def test_demo_data_set_through_kafka_accounts_for_every_event(
     for stored in table.values():
         assert stored["status"] in {"enriched", "lookup_miss"}
         assert (stored["status"] == "lookup_miss") == (stored["lookup_id"] in without_row)
+        if stored["status"] == "enriched":
+            mic = exchange_of(stored["lookup_id"])
+            assert (stored["exchange_id"], stored["exchange_country"]) == (
+                mic,
+                EXCHANGES[mic].country,
+            )
 
 
 BAD_EVENTS: list[tuple[bytes | None, bytes | None, str]] = [
@@ -264,7 +289,7 @@ def test_crash_and_resume_equal_an_uninterrupted_run(
         work.mkdir()
         topics = {
             "kafka_events_topic": f"{prefix}-events",
-            "kafka_reference_topic": f"{prefix}-reference",
+            "lookups": on_topic(f"{prefix}-reference"),
             "sqlite_path": work / "enriched.sqlite",
             "dead_letter_path": work / "dead_letters.jsonl",
             "dead_letter_topic": None,
@@ -335,8 +360,12 @@ def test_two_workers_on_partitioned_topics_equal_one(kafka: MockKafka, tmp_path:
 def test_the_demo_producer_command_fills_the_configured_topics(
     kafka: MockKafka, tmp_path: Path
 ) -> None:
-    env = tailing_env(kafka, tmp_path, demo_events=300, demo_references=40)
-    env.update(ENRICH_KAFKA_EVENTS_TOPIC="quotes", ENRICH_KAFKA_REFERENCE_TOPIC="securities")
+    chain = [
+        DEMO_LOOKUPS[0].model_copy(update={"topic": "securities"}),
+        DEMO_LOOKUPS[1].model_copy(update={"topic": "venues"}),
+    ]
+    env = tailing_env(kafka, tmp_path, demo_events=300, demo_references=40, lookups=chain)
+    env.update(ENRICH_KAFKA_EVENTS_TOPIC="quotes")
     done = subprocess.run(
         [sys.executable, "-m", "sources.demo_to_kafka"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
@@ -345,6 +374,7 @@ def test_the_demo_producer_command_fills_the_configured_topics(
     assert f"produced {truth.event_records} events to 'quotes'" in done.stdout
     assert len(kafka.consume_all("quotes")) == truth.event_records
     assert len(kafka.consume_all("securities")) == truth.reference_records
+    assert len(kafka.consume_all("venues")) == len(EXCHANGES)
 
     env.pop("ENRICH_KAFKA_BROKERS")
     refused = subprocess.run(

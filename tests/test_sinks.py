@@ -17,7 +17,7 @@ from bytewax.outputs import StatefulSinkPartition
 from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
-from operators.records import Enriched, Event, MissReason, Status
+from operators.records import Enriched, Event, MissReason, Outcome, Status
 from sinks.dialect import SqliteDialect
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink, create_tables
@@ -40,7 +40,10 @@ def enriched(
 ) -> Enriched:
     status = Status.LATE_ENRICHED if waited_ms else Status.ENRICHED
     row = ("C1", name, version)
-    return Enriched(event(event_id, **extra), row, version, status, None, waited_ms)
+    stages = (Outcome("security", status, None, waited_ms, version),)
+    return Enriched(
+        event(event_id, **extra)._replace(stages=stages), row, version, status, None, waited_ms
+    )
 
 
 def missed(event_id: str, row: tuple[Any, ...] | None = None, **extra: Any) -> Enriched:
@@ -91,6 +94,7 @@ def test_columns_are_fixed_then_event_then_reference_then_attributes() -> None:
         "urgent",
         "cusip",
         "name",
+        "stages",
         "attributes",
     )
 
@@ -156,6 +160,8 @@ def test_values_for_each_status(dialect: SqliteDialect) -> None:
         "urgent": 1,
         "cusip": "C1",
         "name": "Alpha",
+        "stages": '[{"lookup":"security","status":"enriched","miss_reason":null,'
+        '"waited_ms":0.0,"version":3}]',
         "attributes": None,
     }
     assert rows["late"]["status"] == "late_enriched"
