@@ -52,8 +52,7 @@ REFERENCE_UPDATES = Counter(
 )
 STALE_UPDATES = Counter(
     "enrich_stale_updates_ignored_total",
-    "Reference updates ignored because their version was not newer than the row held, "
-    "by lookup.",
+    "Reference updates ignored because their version was not newer than the row held, by lookup.",
     ["lookup"],
 )
 DEAD_LETTERS = Counter(

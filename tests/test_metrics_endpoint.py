@@ -25,6 +25,7 @@ import urllib.request
 from collections import Counter
 from contextlib import closing, suppress
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow
@@ -34,7 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from dataflows.flow import build_flow, demo_source
 from dataflows.settings import load_settings
 from operators.records import Kind, RawRecord
-from sources.demo import DemoSource, DemoTruth, build_plan
+from sources.demo import EXCHANGES, DemoSource, DemoTruth, build_plan
 
 RELEASE_ENV = "METRICS_TEST_RELEASE"
 SIZES = {"demo_events": 3_000, "demo_references": 300}
@@ -137,8 +138,8 @@ def settled_scrape(
         samples = scrape(port)
         if (
             samples is not None
-            and total(samples, "enrich_records_in_total") == truth.records
-            and value(samples, "enrich_pending_events") == 0
+            and total(samples, "enrich_records_in_total") == truth.records + len(EXCHANGES)
+            and total(samples, "enrich_pending_events") == 0
             and samples == previous
         ):
             return samples
@@ -209,12 +210,14 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     ]
     with closing(sqlite3.connect(tmp_path / "enriched.sqlite")) as conn:
         table = conn.execute(
-            "SELECT event_id, status, event_time, waited_ms FROM enriched_events"
+            "SELECT event_id, status, event_time, json_extract(stages, '$[0].waited_ms') "
+            "FROM enriched_events"
         ).fetchall()
 
     # Records in, and what could not be decoded.
     assert of("enrich_records_in_total", kind="event") == truth.event_records
-    assert of("enrich_records_in_total", kind="reference") == truth.reference_records
+    references = truth.reference_records + len(EXCHANGES)
+    assert of("enrich_records_in_total", kind="reference") == references
     reasons = Counter(letter["reason"] for letter in letters)
     assert {
         labels: n for (name, labels), n in samples.items() if name == "enrich_dead_letters_total"
@@ -224,15 +227,23 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     # Every decoded copy is looked up once and leaves once: hit, late or timed out.
     decoded = truth.good_events + truth.duplicate_events
     hits, misses = (
-        of("enrich_lookups_total", result="hit"),
-        of("enrich_lookups_total", result="miss"),
+        of("enrich_lookups_total", lookup="security", result="hit"),
+        of("enrich_lookups_total", lookup="security", result="miss"),
     )
     assert hits + misses == decoded
-    late = of("enrich_events_out_total", status="late_enriched", miss_reason="")
-    timeouts = of("enrich_miss_timeouts_total")
-    assert of("enrich_events_out_total", status="enriched", miss_reason="") == hits
+    security = {"lookup": "security"}
+    late = of("enrich_events_out_total", **security, status="late_enriched", miss_reason="")
+    timeouts = of("enrich_miss_timeouts_total", **security)
+    assert of("enrich_events_out_total", **security, status="enriched", miss_reason="") == hits
     assert late + timeouts == misses
-    assert of("enrich_events_out_total", status="lookup_miss", miss_reason="timeout") == timeouts
+    timed_out_out = of(
+        "enrich_events_out_total", **security, status="lookup_miss", miss_reason="timeout"
+    )
+    assert timed_out_out == timeouts
+    # The exchanges are all read before stage two looks anything up: it only hits.
+    exchange = {"lookup": "exchange"}
+    assert of("enrich_lookups_total", **exchange, result="hit") == hits + late
+    assert of("enrich_lookups_total", **exchange, result="miss") == 0
     assert of("enrich_late_wait_seconds_count") == late
 
     # Timeouts: each one is a dead letter saying so, and every event of an id
@@ -246,12 +257,14 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     assert timeouts >= planned_copies(truth.never_existing_ids) > 0
 
     # Reference updates, against what the plan injected.
-    assert of("enrich_stale_updates_ignored_total") == len(truth.stale_ids) > 0
-    assert of("enrich_reference_updates_total", outcome="stale") == len(truth.stale_ids)
-    assert of("enrich_reference_updates_total", outcome="deleted") == len(truth.deleted_ids)
-    assert of("enrich_reference_rows") == SIZES["demo_references"] - len(
+    assert of("enrich_stale_updates_ignored_total", **security) == len(truth.stale_ids) > 0
+    updates = partial(of, "enrich_reference_updates_total", **security)
+    assert updates(outcome="stale") == len(truth.stale_ids)
+    assert updates(outcome="deleted") == len(truth.deleted_ids)
+    assert of("enrich_reference_rows", **security) == SIZES["demo_references"] - len(
         truth.deleted_ids - truth.republished_ids
     )
+    assert of("enrich_reference_rows", **exchange) == len(EXCHANGES)
 
     # The sink: every copy that was not dead-lettered, in batches, without errors.
     written = decoded - reasons["lookup_miss"]
@@ -270,8 +283,9 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     latency = of("enrich_event_to_sink_seconds_sum") / written
     assert started - max(event_times) <= latency <= settled - min(event_times)
     assert of("enrich_late_wait_seconds_bucket", le="+Inf") == late
-    # An event sent once is one row, so its wait is in the table (in ms); the
-    # rest of the histogram is the waits of copies of duplicated events.
+    # An event sent once is one row, so its wait is in the table (in ms, in the
+    # security lookup's outcome); the rest of the histogram is the waits of
+    # copies of duplicated events.
     single = [
         row[3]
         for row in table

@@ -36,7 +36,7 @@ from recovery_store.cli import main
 from recovery_store.report import ROW_NOTE, build_key_report, build_report
 from recovery_store.store import read_store
 from recovery_store.unpickle import RefusedPickle, loads
-from sources.demo import build_plan
+from sources.demo import EXCHANGES, build_plan
 
 TIMEOUT = 5.0
 ENRICH, INPUT, SINK = "enrich.enrich", "enrich.input", "enrich.sink"
@@ -479,8 +479,13 @@ def test_a_running_dataflow_is_inspected_without_disturbing_it(tmp_path: Path) -
     plan = build_plan(demo_source(load_settings(**sizes)).cfg)
     assert [(e.ex_num, e.worker_count) for e in done.executions] == [(0, 1)]
     assert done.enrichment.events_pending == 0
-    assert done.enrichment.shards_held == load_settings().shards
+    settings = load_settings()
+    assert done.enrichment.step_ids == sorted(
+        f"enrich.enrich_{lookup.name}" for lookup in settings.lookups
+    )
+    assert done.enrichment.shards_held == settings.shards * len(settings.lookups)
     inputs = next(step for step in done.steps if step.step_id == INPUT)
     assert inputs.positions == {
-        f"{i}": len(records) for i, records in enumerate(plan.partitions)
+        **{f"{i}": len(records) for i, records in enumerate(plan.partitions)},
+        "exchanges": len(EXCHANGES),
     }, "every source partition resumes at its end"
