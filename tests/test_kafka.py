@@ -335,6 +335,78 @@ def test_crash_and_resume_equal_an_uninterrupted_run(
     }
 
 
+def exchange_row(mic: str, country: str) -> tuple[bytes, bytes]:
+    return mic.encode(), json.dumps({"name": f"Exchange {mic}", "country": country}).encode()
+
+
+def test_a_chain_resumed_mid_stream_equals_an_uninterrupted_run(
+    kafka: MockKafka, tmp_path: Path, live: Callable[..., Any]
+) -> None:
+    """Killed while e1 and e2, enriched by the security lookup, wait in the exchange lookup.
+
+    They are snapshotted with the security columns and outcome they already
+    have; the exchange row comes while the run is down, and after the resume
+    they leave late, with both lookups' values, exactly as without the crash.
+    """
+
+    def scenario(prefix: str, crash: bool) -> dict[str, Row]:
+        work = tmp_path / prefix
+        work.mkdir()
+        chain = [
+            DEMO_LOOKUPS[0].model_copy(update={"topic": f"{prefix}-securities"}),
+            DEMO_LOOKUPS[1].model_copy(update={"topic": f"{prefix}-exchanges"}),
+        ]
+        topics = {
+            "kafka_events_topic": f"{prefix}-events",
+            "lookups": chain,
+            "sqlite_path": work / "enriched.sqlite",
+            "dead_letter_topic": None,
+        }
+        db = work / "enriched.sqlite"
+        securities = [
+            (b"S1", json.dumps({"name": "One", "exchange_id": "XLON", "version": 1}).encode()),
+            (b"S2", json.dumps({"name": "Two", "exchange_id": "XTKS", "version": 1}).encode()),
+        ]
+        kafka.produce(f"{prefix}-securities", securities, partition=0)
+        kafka.produce(f"{prefix}-exchanges", [exchange_row("XLON", "GB")], partition=0)
+        first = [event("e1", "S2"), event("e2", "S2"), event("e3", "S1")]
+        kafka.produce(f"{prefix}-events", first, partition=0)
+        recovery = init_recovery(work) if crash else []
+        proc = live(*recovery, **topics)
+        wait_for(has_rows(db, {"e3"}), "e3", proc, tmp_path)
+        if crash:
+            waiting = {"e1", "e2"}
+            wait_for(
+                lambda: resumes_waiting_in(work, "exchange", waiting), "a snapshot", proc, tmp_path
+            )
+            kill_group(proc)
+        kafka.produce(f"{prefix}-exchanges", [exchange_row("XTKS", "JP")], partition=1)
+        if crash:
+            proc = live(*recovery, **topics)
+        return wait_for(has_rows(db, {"e1", "e2", "e3"}), "all", proc, tmp_path)
+
+    uninterrupted = scenario("steady", crash=False)
+    resumed = scenario("crashed", crash=True)
+    assert without_wall_clock(resumed) == without_wall_clock(uninterrupted)
+    for event_id in ("e1", "e2"):
+        stored = resumed[event_id]
+        assert stored["status"] == "late_enriched"
+        assert (stored["name"], stored["exchange_id"], stored["exchange_country"]) == (
+            "Two",
+            "XTKS",
+            "JP",
+        )
+        outcomes = [(s["lookup"], s["status"]) for s in json.loads(stored["stages"])]
+        assert outcomes == [("security", "enriched"), ("exchange", "late_enriched")]
+    assert resumed["e3"]["status"] == "enriched"
+
+
+def resumes_waiting_in(work: Path, lookup: str, event_ids: set[str]) -> bool:
+    """Whether a resume now would restore `event_ids` as waiting in `lookup`, looked up."""
+    pending = resume_point(work / "recovery").pending_by_lookup.get(lookup, [])
+    return {p.event.event_id for p in pending if p.deadline != HELD} == event_ids
+
+
 def resumes_missed(work: Path, event_ids: set[str]) -> bool:
     """Whether a resume now would restore `event_ids` as looked up and missed.
 
