@@ -29,8 +29,9 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 from prometheus_client.registry import REGISTRY
 
-from dataflows.flow import build_flow, demo_source
+from dataflows.flow import build_flow, demo_source, sources
 from dataflows.settings import DEMO_LOOKUPS, Settings, load_settings
+from operators.filters import Condition
 from operators.records import Kind, RawRecord
 from sources.demo import EXCHANGES, DemoTruth, build_plan, exchange_of
 
@@ -693,3 +694,66 @@ def test_entry_point_runs_to_the_end_and_prints_a_summary(tmp_path: Path) -> Non
     assert len(read_table(tmp_path / "enriched.sqlite")) == truth.good_events
     events_read = re.search(r"events read\s+([\d,]+)", output)
     assert events_read and int(events_read[1].replace(",", "")) == truth.event_records
+
+
+def test_filtered_events_never_reach_a_lookup_and_a_file_feeds_the_second(
+    tmp_path: Path,
+) -> None:
+    """The event filter drops cheap quotes before any state; the exchanges come from a file,
+    and a row the lookup's filter rejects behaves as deleted."""
+    exchanges = tmp_path / "exchanges.jsonl"
+    exchanges.write_text(
+        '{"key": "XLON", "value": {"name": "London", "country": "GB", "status": "OPEN"}}\n'
+        '{"key": "XTKS", "value": {"name": "Tokyo", "country": "JP", "status": "CLOSED"}}\n'
+    )
+    exchange = DEMO_LOOKUPS[1].model_copy(
+        update={
+            "file": exchanges,
+            "filter": [Condition(field="status", op="==", value="OPEN")],
+            "miss_policy": "pass_through",
+        }
+    )
+    settings = load_settings(
+        sqlite_path=tmp_path / "enriched.sqlite",
+        dead_letter_path=tmp_path / "dead_letters.jsonl",
+        lookups=[DEMO_LOOKUPS[0], exchange],
+        event_filter=[{"field": "price", "op": ">", "value": 100}],
+        miss_timeout_seconds=LONG_TIMEOUT,
+    )
+
+    def quote(event_id: str, security: str, price: float, offset: int) -> RawRecord:
+        value = json.dumps({"event_id": event_id, "security_id": security, "price": price})
+        return RawRecord(Kind.EVENT, None, value.encode(), f"test/event/0/{offset}")
+
+    def security(key: str, mic: str, offset: int) -> RawRecord:
+        value = json.dumps({"name": key, "exchange_id": mic, "version": 1}).encode()
+        origin = f"test/reference/0/{offset}"
+        return RawRecord(Kind.REFERENCE, key.encode(), value, origin, lookup="security")
+
+    items = [
+        security("S1", "XLON", 0),
+        security("S2", "XTKS", 1),
+        quote("cheap", "S1", 50.0, 2),
+        quote("dear", "S1", 150.0, 3),
+        quote("closed", "S2", 150.0, 4),
+    ]
+    filtered = ("enrich_filtered_total", {"kind": "event"})
+    before = REGISTRY.get_sample_value(*filtered) or 0.0
+    inputs = {**sources(settings), "input": TestingSource(items)}
+    assert set(inputs) == {"input", "reference_file_exchange"}
+    run_main(build_flow(settings, inputs))
+    table = read_table(settings.sqlite_path)
+    assert set(table) == {"dear", "closed"}
+    assert (REGISTRY.get_sample_value(*filtered) or 0.0) - before == 1
+    dear, closed = table["dear"], table["closed"]
+    assert (dear["status"], dear["exchange_name"], dear["exchange_country"]) == (
+        "enriched",
+        "London",
+        "GB",
+    )
+    assert (closed["status"], closed["miss_reason"], closed["exchange_name"]) == (
+        "lookup_miss",
+        "end_of_input",
+        None,
+    )
+    assert [s["status"] for s in stages(closed)] == ["enriched", "lookup_miss"]
