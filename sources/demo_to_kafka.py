@@ -11,11 +11,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, Producer
-
 from dataflows.flow import demo_source
 from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind
+from sinks.kafka_producer import ConfirmedProducer
 from sources.demo import build_plan
 
 
@@ -28,20 +27,7 @@ class Produced:
 def produce_demo(settings: Settings) -> Produced:
     """Every planned record, each partition in its planned order, keyed by lookup id."""
     plan = build_plan(demo_source(settings).cfg)
-    producer = Producer(
-        {
-            "bootstrap.servers": ",".join(settings.kafka_brokers),
-            "enable.idempotence": "true",
-            "linger.ms": "50",
-            **settings.kafka_client_config(),
-        }
-    )
-    failures: list[str] = []
-
-    def delivered(err: object, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
+    producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
     topics = {
         Kind.EVENT: settings.kafka_events_topic,
         Kind.REFERENCE: settings.kafka_reference_topic,
@@ -49,17 +35,9 @@ def produce_demo(settings: Settings) -> Produced:
     counts = {Kind.EVENT: 0, Kind.REFERENCE: 0}
     for partition in plan.partitions:
         for kind, key, value in partition:
-            while True:
-                try:
-                    producer.produce(topics[kind], value, key, on_delivery=delivered)
-                    break
-                except BufferError:
-                    producer.poll(0.1)
+            producer.send(topics[kind], key, value)
             counts[kind] += 1
-            producer.poll(0)
-    producer.flush()
-    if failures:
-        raise KafkaException(f"{len(failures)} records were not delivered: {failures[0]}")
+    producer.confirm()
     return Produced(counts[Kind.EVENT], counts[Kind.REFERENCE])
 
 
