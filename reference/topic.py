@@ -14,7 +14,9 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from sources.kafka import consumer_config
 
 _METADATA_TIMEOUT_SECONDS = 30.0
-_POLL_SECONDS = 0.5
+_POLL_SECONDS = 0.05
+"""A consume returns after this long even with fewer messages than asked for: the last
+one before every partition's end waits it out, so it bounds the tail of a read."""
 _BATCH = 10_000
 
 
