@@ -14,9 +14,6 @@ from collections.abc import Iterable, Mapping
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 _FULL_QUEUE_WAIT_SECONDS = 0.1
-_SENDS_PER_POLL = 1_000
-"""Delivery reports are served every this many sends: polling after each one cost a
-fifth of the reference publisher's time per row (docs/BENCHMARKS.md)."""
 
 
 class DeliveryFailed(KafkaException):
@@ -39,7 +36,6 @@ class ConfirmedProducer:
             }
         )
         self._failures: list[KafkaError] = []
-        self._unpolled = 0
 
     def _delivered(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
@@ -53,10 +49,7 @@ class ConfirmedProducer:
                 break
             except BufferError:
                 self._producer.poll(_FULL_QUEUE_WAIT_SECONDS)
-        self._unpolled += 1
-        if self._unpolled == _SENDS_PER_POLL:
-            self._unpolled = 0
-            self._producer.poll(0)
+        self._producer.poll(0)
 
     def confirm(self) -> None:
         """Wait until every record sent so far is delivered, or raise `DeliveryFailed`.
