@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bytewax.testing import run_main
 from conftest import MockKafka
 from flowrun import ROOT
 
-from dataflows.flow import decoder, demo_source
+from dataflows.flow import build_flow, decoder, demo_source
 from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind, RawRecord, RefUpdate
 from reference.demo_table import demo_securities, write_table
@@ -442,6 +443,44 @@ def test_what_was_published_is_what_the_dataflow_decodes(
         ("SEC1", ("C-SEC1", "Name SEC1", "Energy"), 1_700_000_000),
         ("SEC1", None, None),
     ]
+
+
+def test_the_dataflow_enriches_events_with_what_was_published(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    """The whole path: table, publisher, topic, the dataflow's Kafka source, its sink."""
+    table.put("SEC1", 7, sector="Utilities")
+    table.put("SEC2", 8)
+    load(kafka, tmp_path)
+    table.put("SEC2", 9, deleted_at="x")
+    load(kafka, tmp_path, publish_soft_delete_column="deleted_at", full=True)
+    kafka.produce(
+        "events",
+        [
+            (key.encode(), json.dumps({"event_id": event_id, "security_id": key}).encode())
+            for event_id, key in (("e1", "SEC1"), ("e2", "SEC2"))
+        ],
+    )
+    settings = load_settings(
+        Settings,
+        source="kafka",
+        kafka_brokers=kafka.bootstrap,
+        kafka_stop_at_end=True,
+        miss_timeout_seconds=3600,
+        sqlite_path=tmp_path / "enriched.sqlite",
+        dead_letter_path=tmp_path / "dead_letters.jsonl",
+        progress_seconds=0,
+    )
+    run_main(build_flow(settings))
+    with closing(sqlite3.connect(tmp_path / "enriched.sqlite")) as conn:
+        conn.row_factory = sqlite3.Row
+        rows = {r["event_id"]: dict(r) for r in conn.execute("SELECT * FROM enriched_events")}
+    assert (rows["e1"]["status"], rows["e1"]["sector"], rows["e1"]["ref_version"]) == (
+        "enriched",
+        "Utilities",
+        7,
+    )
+    assert (rows["e2"]["status"], rows["e2"]["sector"]) == ("lookup_miss", None)
 
 
 @pytest.mark.parametrize(
