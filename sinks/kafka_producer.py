@@ -4,7 +4,8 @@ Used where a program must know that every record reached the cluster before
 it moves on (the demo loader, the reference publisher's watermark): `send`
 queues, `confirm` waits for every delivery report and raises if any record
 failed. The producer is idempotent with `acks=all`, so librdkafka's own
-retries neither duplicate nor reorder records within a partition.
+retries neither duplicate nor reorder records within a partition; settings
+from `ENRICH_KAFKA_CONFIG` cannot turn that off.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ class ConfirmedProducer:
         self._producer = Producer(
             {
                 "bootstrap.servers": ",".join(brokers),
-                "enable.idempotence": "true",
-                "acks": "all",
                 "linger.ms": str(linger_ms),
                 **config,
+                "enable.idempotence": "true",
+                "acks": "all",
             }
         )
         self._failures: list[KafkaError] = []
