@@ -24,7 +24,7 @@ from contextlib import closing
 from typing import Any
 
 from reference.query import ReferenceQuery
-from reference.reader import Outcome, Record, RecordBuilder
+from reference.reader import Outcome, RecordBuilder
 from reference.report import LoadCounts, LoadReport, ProgressLog
 from reference.settings import PublisherSettings
 from reference.source import ReadConnection, Row, connect, read
@@ -37,8 +37,10 @@ log = logging.getLogger("enrich.publisher")
 
 def scope(settings: PublisherSettings) -> dict[str, Any]:
     """The settings that decide what a row becomes in the topic, as saved with the watermark."""
+    where = settings.oracle_dsn if settings.publish_database == "oracle" else None
     return {
         "database": settings.publish_database,
+        "source": where or str(settings.publish_sqlite_path),
         "table": settings.publish_table,
         "key_column": settings.publish_key_column,
         "columns": list(settings.publish_columns),
@@ -106,9 +108,11 @@ class Publisher:
             return state.watermark
         return None
 
-    def _send(self, producer: ConfirmedProducer, record: Record, counts: LoadCounts) -> None:
-        producer.send(self._settings.kafka_reference_topic, record.key, record.value)
-        if record.value is None:
+    def _send(
+        self, producer: ConfirmedProducer, key: bytes, value: bytes | None, counts: LoadCounts
+    ) -> None:
+        producer.send(self._settings.kafka_reference_topic, key, value)
+        if value is None:
             counts.tombstones += 1
         else:
             counts.published += 1
@@ -139,11 +143,11 @@ class Publisher:
                 if change is not None and (highest is None or change > highest):
                     highest = change
                 if record.outcome is Outcome.LIVE and record.key is not None:
-                    self._send(producer, record, counts)
+                    self._send(producer, record.key, record.value, counts)
                     live.discard(record.key)
             progress.tick()
         for key in live:
-            self._send(producer, Record(key, None, None, Outcome.DELETED), counts)
+            self._send(producer, key, None, counts)
         producer.confirm()
         self._state.save(PublishState(highest, self._scope))
         return highest
@@ -165,8 +169,8 @@ class Publisher:
                 if record.change != current:
                     delivered = delivered if current is None else current
                     current = record.change
-                if record.outcome is not Outcome.NO_KEY:
-                    self._send(producer, record, counts)
+                if record.key is not None:
+                    self._send(producer, record.key, record.value, counts)
             producer.confirm()
             if delivered != saved:
                 self._state.save(PublishState(delivered, self._scope))
