@@ -50,10 +50,10 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _stop_on_sigterm() -> threading.Event:
+    """Only sets an event: logging from a signal handler could re-enter a write to stderr."""
     stop = threading.Event()
 
     def request_stop(_signum: int, _frame: FrameType | None) -> None:
-        log.info("SIGTERM: stopping after the load under way")
         stop.set()
 
     signal.signal(signal.SIGTERM, request_stop)
@@ -82,6 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(report.summary(), flush=True)
             failed = full = False
         if interval is None or stop.wait(interval):
+            if stop.is_set():
+                log.info("SIGTERM: stopped after the load under way")
             return 1 if failed else 0
 
 

@@ -613,6 +613,6 @@ def test_sigterm_in_interval_mode_stops_after_the_load_under_way(
         if proc.poll() is None:
             proc.kill()
     output = (tmp_path / "run.log").read_text()
-    assert "SIGTERM: stopping after the load under way" in output
+    assert "SIGTERM: stopped after the load under way" in output
     assert "reference load (full)" in output
     assert StateFile(tmp_path / "state" / "publisher.json").load() is not None
