@@ -4,9 +4,9 @@
     python -m reference.publish --interval 60   # a load every 60 s until SIGTERM
     python -m reference.publish --full          # a full load first, e.g. after the nightly reload
 
-Exit status: 0 when every load asked for finished, 1 when a load failed (the
-watermark stays where it was), 2 for bad settings or arguments. SIGTERM ends
-the process after the load under way, never in the middle of one.
+Exit status: 0 when the last load finished, 1 when it failed (the watermark
+covers only what Kafka confirmed), 2 for bad settings or arguments. SIGTERM
+ends the process after the load under way, never in the middle of one.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             report = publisher.load(full)
         except Exception:
-            log.exception("the load failed; the watermark was not advanced")
+            log.exception("the load failed; the watermark covers only what was confirmed")
             failed = True
         else:
             print(report.summary(), flush=True)
