@@ -38,6 +38,16 @@ class SettingsError(ValueError):
     """Start-up refused because of a bad setting; the message names it."""
 
 
+def check_topic(value: str | None) -> str | None:
+    """A topic name Kafka accepts, or None; shared by every program that names topics."""
+    if value is not None and not _TOPIC.match(value):
+        raise ValueError(
+            f"{value!r} is not a legal Kafka topic name "
+            "(letters, digits, '.', '_', '-'; at most 249 characters)"
+        )
+    return value
+
+
 def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
     for name in names:
         if not _IDENTIFIER.match(name):
@@ -46,15 +56,6 @@ def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
                 "starts with a letter; at most 30 characters)"
             )
     return names
-
-
-def _check_topic(value: str | None) -> str | None:
-    if value is not None and not _TOPIC.match(value):
-        raise ValueError(
-            f"{value!r} is not a legal Kafka topic name "
-            "(letters, digits, '.', '_', '-'; at most 249 characters)"
-        )
-    return value
 
 
 class Lookup(BaseModel):
@@ -100,7 +101,7 @@ class Lookup(BaseModel):
     @field_validator("topic")
     @classmethod
     def _topic_is_legal(cls, value: str | None) -> str | None:
-        return _check_topic(value)
+        return check_topic(value)
 
     @model_validator(mode="after")
     def _defaults_are_columns(self) -> Lookup:
@@ -143,6 +144,14 @@ class _EnrichSettings(BaseSettings):
     """Every program of the product reads `ENRICH_*` variables the same way."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+
+class LoggingSettings(_EnrichSettings):
+    """How a program of the product logs and how often it reports progress."""
+
+    progress_seconds: float = Field(2.0, ge=0)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
 
 class KafkaConnection(_EnrichSettings):
@@ -194,7 +203,7 @@ class OracleConnection(_EnrichSettings):
             raise ValueError(f"{missing[0]}: {because}, so {', '.join(missing)} must be set")
 
 
-class Settings(KafkaConnection, OracleConnection):
+class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     """Validated settings of the dataflow; see the README's settings table for each one."""
 
     source: Literal["demo", "kafka"] = "demo"
@@ -236,9 +245,6 @@ class Settings(KafkaConnection, OracleConnection):
     demo_rate: float = Field(0.0, ge=0)
 
     gc_gen0_threshold: int = Field(100_000, ge=0)
-    progress_seconds: float = Field(2.0, ge=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
 
     @field_validator("event_fields")
     @classmethod
@@ -248,7 +254,7 @@ class Settings(KafkaConnection, OracleConnection):
     @field_validator("kafka_events_topic", "dead_letter_topic", "enriched_topic")
     @classmethod
     def _topic_is_legal(cls, value: str | None) -> str | None:
-        return _check_topic(value)
+        return check_topic(value)
 
     @field_validator("table")
     @classmethod

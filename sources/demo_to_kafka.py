@@ -12,11 +12,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException, Producer
-
 from dataflows.flow import demo_source
 from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind, RawRecord
+from sinks.kafka_producer import ConfirmedProducer
 
 
 @dataclass(frozen=True)
@@ -41,37 +40,16 @@ def _demo_records(settings: Settings) -> Iterator[RawRecord]:
 def produce_demo(settings: Settings) -> Produced:
     """Every planned record, keyed by lookup id: events to the events topic, each
     lookup's reference rows to that lookup's topic."""
-    producer = Producer(
-        {
-            "bootstrap.servers": ",".join(settings.kafka_brokers),
-            "enable.idempotence": "true",
-            "linger.ms": "50",
-            **settings.kafka_client_config(),
-        }
-    )
-    failures: list[str] = []
-
-    def delivered(err: object, _msg: object) -> None:
-        if err is not None:
-            failures.append(str(err))
-
+    producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
     topics = {lookup.name: lookup.topic for lookup in settings.lookups}
     events = references = 0
     for raw in _demo_records(settings):
         is_event = raw.kind is Kind.EVENT
         topic = settings.kafka_events_topic if is_event else topics[raw.lookup]
-        while True:
-            try:
-                producer.produce(topic, raw.value, raw.key, on_delivery=delivered)
-                break
-            except BufferError:
-                producer.poll(0.1)
+        producer.send(topic, raw.key, raw.value)
         events += is_event
         references += not is_event
-        producer.poll(0)
-    producer.flush()
-    if failures:
-        raise KafkaException(f"{len(failures)} records were not delivered: {failures[0]}")
+    producer.confirm()
     return Produced(events, references)
 
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from dataflows.settings import Settings
+from dataflows.settings import LoggingSettings
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
@@ -115,7 +115,7 @@ def public_settings(settings: BaseModel) -> dict[str, Any]:
     }
 
 
-def start_logging(settings: Settings) -> None:
+def start_logging(settings: LoggingSettings) -> None:
     """Configure logging from the `log_level` and `log_format` settings, then log the others."""
     configure_logging(settings.log_level, settings.log_format, secret_values(settings))
     public = public_settings(settings)

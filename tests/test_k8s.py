@@ -35,6 +35,7 @@ from packaging.utils import canonicalize_name
 
 from dataflows import cluster
 from dataflows.settings import Settings, load_settings
+from reference.settings import PublisherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "k8s"
@@ -142,6 +143,7 @@ def test_every_manifest_in_k8s_is_applied_except_the_secret_template() -> None:
         "StatefulSet",
         "ServiceMonitor",
         "CronJob",
+        "PersistentVolumeClaim",
     }
     assert one("Namespace", KUSTOMIZATION["namespace"])
 
@@ -300,6 +302,7 @@ def test_containers_run_unprivileged_and_write_only_to_volumes(pod: Doc, contain
             cluster.RECOVERY_DIRECTORY,
             "ENRICH_SQLITE_PATH",
             "ENRICH_DEAD_LETTER_PATH",
+            "ENRICH_PUBLISH_STATE_PATH",
         )
         if name in env
     ]
@@ -363,7 +366,6 @@ def every_enrich_variable() -> set[str]:
         VALUES["env"],
         env_values(MAIN),
         env_values(INIT),
-        env_values(PUBLISHER),
     ]
     return {name for source in sources for name in source if name.startswith("ENRICH_")}
 
@@ -372,12 +374,14 @@ def test_every_enrich_variable_set_is_a_setting() -> None:
     """Settings ignore unknown variables, so a misspelt one would go unnoticed."""
     names = every_enrich_variable()
     assert names >= PENDING_ORACLE
+    # The ConfigMap serves the dataflow and the reference publisher alike.
+    known = set(Settings.model_fields) | set(PublisherSettings.model_fields)
     unknown = {
-        name
-        for name in names - PENDING_ORACLE
-        if name.removeprefix("ENRICH_").lower() not in Settings.model_fields
+        name for name in names - PENDING_ORACLE if name.removeprefix("ENRICH_").lower() not in known
     }
     assert not unknown
+    publisher = {name.removeprefix("ENRICH_").lower() for name in env_values(PUBLISHER)}
+    assert publisher <= set(PublisherSettings.model_fields)
 
 
 def test_credentials_come_only_from_the_secret() -> None:
@@ -400,19 +404,35 @@ def test_credentials_come_only_from_the_secret() -> None:
     )
 
 
-def test_the_reference_publisher_runs_after_the_nightly_load() -> None:
+def test_the_reference_publisher_runs_a_full_load_after_the_nightly_reload() -> None:
     spec = CRONJOB["spec"]
-    assert PUBLISHER["command"] == ["python", "-m", "reference.publish"]
+    assert PUBLISHER["command"] == ["python", "-m", "reference.publish", "--full"]
+    assert importlib.util.find_spec("reference.publish") is not None
+    assert spec["suspend"] is False
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["timeZone"] == "Etc/UTC"
     assert len(spec["schedule"].split()) == 5
-    exists = importlib.util.find_spec("reference.publish") is not None
-    assert spec["suspend"] is not exists, (
-        "reference.publish exists now: set spec.suspend to false in "
-        "k8s/cronjob-reference-publisher.yaml and drop the note in k8s/README.md"
-        if exists
-        else "the CronJob must stay suspended until reference.publish exists"
-    )
+
+
+def test_the_publisher_accepts_its_environment_and_keeps_its_state_on_the_claim(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    environment = CONFIG["data"] | SECRET["stringData"] | env_values(PUBLISHER)
+    for name, value in environment.items():
+        clean_env.setenv(name, value)
+    settings = load_settings(PublisherSettings)
+    assert settings.publish_database == "oracle"
+    assert settings.oracle_dsn == CONFIG["data"]["ENRICH_ORACLE_DSN"]
+    assert settings.kafka_reference_topic == CONFIG["data"]["ENRICH_KAFKA_REFERENCE_TOPIC"]
+    volume = mounted(str(settings.publish_state_path), PUBLISHER)
+    [claim] = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in PUBLISHER_POD["volumes"]
+        if v["name"] == volume
+    ]
+    assert one("PersistentVolumeClaim", claim)["spec"]["accessModes"] == ["ReadWriteOnce"]
+    context = PUBLISHER_POD["securityContext"]
+    assert context["fsGroup"] == context["runAsGroup"]  # a new volume is writable by the user
 
 
 # The keys Bytewax's Helm chart 0.8.1 reads (values.yaml and templates/statefulset.yaml,

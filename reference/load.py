@@ -1,0 +1,192 @@
+"""One load of the reference table into the topic: full, or incremental from the watermark.
+
+- Full: every row that matches the filter is published; then every key the
+  topic holds a live row for that was not published (deleted, soft-deleted
+  or no longer matching) gets a tombstone. The watermark becomes the greatest
+  change value read, saved once everything is confirmed.
+- Incremental: the rows whose change value is above the watermark, in change
+  order; a row that is soft-deleted or no longer matches gets a tombstone.
+  After each batch the producer is flushed and the watermark advances to the
+  last change value all of whose rows are delivered (the rows of the value
+  still being read may continue in the next batch).
+
+A delivery that fails raises before the state is saved, so the next load
+reads the same rows again; a record delivered twice carries the same
+version, which the dataflow ignores.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from typing import Any
+
+from reference.query import ReferenceQuery
+from reference.reader import Outcome, RecordBuilder
+from reference.report import LoadCounts, LoadReport, ProgressLog
+from reference.settings import PublisherSettings
+from reference.source import ReadConnection, Row, connect, read
+from reference.topic import live_keys
+from reference.watermark import PublishState, StateFile, Watermark
+from sinks.kafka_producer import ConfirmedProducer
+
+log = logging.getLogger("enrich.publisher")
+
+
+def scope(settings: PublisherSettings) -> dict[str, Any]:
+    """The settings that decide what a row becomes in the topic, as saved with the watermark."""
+    where = settings.oracle_dsn if settings.publish_database == "oracle" else None
+    return {
+        "database": settings.publish_database,
+        "source": where or str(settings.publish_sqlite_path),
+        "table": settings.publish_table,
+        "key_column": settings.publish_key_column,
+        "columns": list(settings.publish_columns),
+        "change_column": settings.publish_change_column,
+        "soft_delete_column": settings.publish_soft_delete_column,
+        "filter": [condition.model_dump(mode="json") for condition in settings.publish_filter],
+        "topic": settings.kafka_reference_topic,
+        "version_field": settings.reference_version_field,
+    }
+
+
+class Publisher:
+    """Runs loads; each has its own connection and producer: a failed one leaves nothing behind."""
+
+    def __init__(self, settings: PublisherSettings) -> None:
+        self._settings = settings
+        selected = settings.selected_columns()
+        self._query = ReferenceQuery(
+            settings.publish_database,
+            settings.publish_table,
+            selected,
+            settings.publish_change_column,
+        )
+        self._builder = RecordBuilder(
+            selected=selected,
+            key_column=settings.publish_key_column,
+            columns=settings.publish_columns,
+            change_column=settings.publish_change_column,
+            version_field=settings.reference_version_field,
+            soft_delete_column=settings.publish_soft_delete_column,
+            conditions=settings.publish_filter,
+        )
+        self._state = StateFile(settings.publish_state_path)
+        self._scope = scope(settings)
+
+    def load(self, full: bool = False) -> LoadReport:
+        """A full load when asked, or when no usable watermark exists; else an incremental one."""
+        watermark = None if full else self._resume_point()
+        counts = LoadCounts()
+        started = time.monotonic()
+        settings = self._settings
+        producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
+        with closing(connect(settings)) as connection:
+            if watermark is None:
+                new_watermark = self._full(connection, producer, counts)
+            else:
+                new_watermark = self._incremental(connection, producer, counts, watermark)
+        if counts.without_key:
+            log.warning(
+                "%s rows have no %s and were not published",
+                f"{counts.without_key:,}",
+                settings.publish_key_column,
+            )
+        return LoadReport(watermark is None, counts, new_watermark, time.monotonic() - started)
+
+    def _resume_point(self) -> Watermark | None:
+        state = self._state.load()
+        if state is None:
+            log.info("no state file at %s: full load", self._state.path)
+        elif state.scope != self._scope:
+            log.warning("the settings of what is published changed since the last load: full load")
+        elif state.watermark is None:
+            log.info("no change value seen yet: full load")
+        else:
+            return state.watermark
+        return None
+
+    def _send(
+        self, producer: ConfirmedProducer, key: bytes, value: bytes | None, counts: LoadCounts
+    ) -> None:
+        producer.send(self._settings.kafka_reference_topic, key, value)
+        if value is None:
+            counts.tombstones += 1
+        else:
+            counts.published += 1
+
+    def _rows(
+        self, connection: ReadConnection, sql: str, watermark: Watermark | None
+    ) -> Iterator[list[Row]]:
+        settings = self._settings
+        return read(
+            connection, settings.publish_database, sql, watermark, settings.publish_batch_size
+        )
+
+    def _full(
+        self, connection: ReadConnection, producer: ConfirmedProducer, counts: LoadCounts
+    ) -> Watermark | None:
+        settings = self._settings
+        live = live_keys(
+            settings.kafka_brokers, settings.kafka_reference_topic, settings.kafka_client_config()
+        )
+        log.info("full load: the topic holds %s live keys", f"{len(live):,}")
+        progress = ProgressLog("full load", counts, settings.progress_seconds)
+        highest: Watermark | None = None
+        for rows in self._rows(connection, self._query.full(), None):
+            for row in rows:
+                record = self._builder.record(row)
+                _count(record.outcome, counts)
+                change = record.change
+                if change is not None and (highest is None or change > highest):
+                    highest = change
+                if record.outcome is Outcome.LIVE and record.key is not None:
+                    self._send(producer, record.key, record.value, counts)
+                    live.discard(record.key)
+            progress.tick()
+        for key in live:
+            self._send(producer, key, None, counts)
+        producer.confirm()
+        self._state.save(PublishState(highest, self._scope))
+        return highest
+
+    def _incremental(
+        self,
+        connection: ReadConnection,
+        producer: ConfirmedProducer,
+        counts: LoadCounts,
+        watermark: Watermark,
+    ) -> Watermark:
+        progress = ProgressLog("incremental load", counts, self._settings.progress_seconds)
+        delivered = saved = watermark
+        current: Watermark | None = None
+        for rows in self._rows(connection, self._query.changed_since(), watermark):
+            for row in rows:
+                record = self._builder.record(row)
+                _count(record.outcome, counts)
+                if record.change != current:
+                    delivered = delivered if current is None else current
+                    current = record.change
+                if record.key is not None:
+                    self._send(producer, record.key, record.value, counts)
+            producer.confirm()
+            if delivered != saved:
+                self._state.save(PublishState(delivered, self._scope))
+                saved = delivered
+            progress.tick()
+        final = watermark if current is None else current
+        if final != saved:
+            self._state.save(PublishState(final, self._scope))
+        return final
+
+
+def _count(outcome: Outcome, counts: LoadCounts) -> None:
+    counts.read += 1
+    if outcome is Outcome.FILTERED_OUT:
+        counts.filtered_out += 1
+    elif outcome is Outcome.DELETED:
+        counts.soft_deleted += 1
+    elif outcome is Outcome.NO_KEY:
+        counts.without_key += 1

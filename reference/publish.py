@@ -1,0 +1,91 @@
+"""`python -m reference.publish`: publish the reference table to the compacted reference topic.
+
+    python -m reference.publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
+    python -m reference.publish --interval 60   # a load every 60 s until SIGTERM
+    python -m reference.publish --full          # a full load first, e.g. after the nightly reload
+
+Exit status: 0 when the last load finished, 1 when it failed (the watermark
+covers only what Kafka confirmed), 2 for bad settings or arguments. SIGTERM
+ends the process after the load under way, never in the middle of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from dataflows.settings import SettingsError, load_settings
+from reference.load import Publisher
+from reference.settings import PublisherSettings
+from telemetry.logging import start_logging
+
+log = logging.getLogger("enrich.publisher")
+
+
+def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m reference.publish",
+        description="Publish the reference table to the reference topic (full, then incremental).",
+    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one load, then exit (the default)")
+    mode.add_argument(
+        "--interval",
+        type=float,
+        metavar="SECONDS",
+        help="a load every SECONDS until SIGTERM (overrides ENRICH_PUBLISH_INTERVAL_SECONDS)",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="start with a full load whatever the watermark"
+    )
+    args = parser.parse_args(argv)
+    if args.interval is not None and args.interval <= 0:
+        parser.error("--interval must be more than 0 seconds")
+    return args
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """Only sets an event: logging from a signal handler could re-enter a write to stderr."""
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _arguments(argv)
+    try:
+        settings = load_settings(PublisherSettings)
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    start_logging(settings)
+    interval = None if args.once else (args.interval or settings.publish_interval_seconds)
+    stop = _stop_on_sigterm()
+    publisher = Publisher(settings)
+    full = args.full
+    while True:
+        try:
+            report = publisher.load(full)
+        except Exception:
+            log.exception("the load failed; the watermark covers only what was confirmed")
+            failed = True
+        else:
+            print(report.summary(), flush=True)
+            failed = full = False
+        if interval is None or stop.wait(interval):
+            if stop.is_set():
+                log.info("SIGTERM: stopped after the load under way")
+            return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""Database rows into reference records: key, JSON value with a version, or a reason not to.
+
+The change column doubles as the row's version, so the dataflow can ignore a
+record older than the row it holds: numbers go as they are, DATE and
+TIMESTAMP values as epoch seconds (a value without a time zone is read as
+UTC; only the order matters to the dataflow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from pydantic_core import to_json
+
+from operators.filters import Condition, Predicate, all_of
+
+
+class Outcome(StrEnum):
+    """What a row means for the topic."""
+
+    LIVE = "live"
+    """Published with its value."""
+    DELETED = "deleted"
+    """The soft-delete column is set: the key must go."""
+    FILTERED_OUT = "filtered_out"
+    """The filter does not hold: the key must not be live."""
+    NO_KEY = "no_key"
+    """The key column is NULL: nothing can be published for it."""
+
+
+class Record(NamedTuple):
+    key: bytes | None
+    value: bytes | None
+    """The JSON value for a live row; None otherwise."""
+    change: Any
+    """The change column's value as the database gave it: the watermark candidate."""
+    outcome: Outcome
+
+
+def version_of(change: Any) -> int | float | None:
+    """The version the dataflow compares: a number, or a timestamp as epoch seconds.
+
+    Text is read as an ISO 8601 timestamp, the way SQLite stores them.
+    """
+    if change is None or isinstance(change, int | float):
+        return change
+    if isinstance(change, str):
+        with suppress(ValueError):
+            change = datetime.fromisoformat(change)
+    if isinstance(change, datetime):
+        if change.tzinfo is None:
+            change = change.replace(tzinfo=UTC)
+        return change.timestamp()
+    raise ValueError(
+        f"the change column holds {change!r}; it must be a number, a DATE or a TIMESTAMP"
+    )
+
+
+@dataclass(frozen=True)
+class RecordBuilder:
+    """Turns rows of `selected` columns (in that order) into records."""
+
+    selected: Sequence[str]
+    key_column: str
+    columns: Sequence[str]
+    change_column: str
+    version_field: str
+    soft_delete_column: str | None = None
+    conditions: Sequence[Condition] = ()
+    _at: dict[str, int] = field(init=False, repr=False, compare=False)
+    _matches: Predicate | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_at", {name: i for i, name in enumerate(self.selected)})
+        object.__setattr__(self, "_matches", all_of(self.conditions))
+
+    def record(self, row: Sequence[Any]) -> Record:
+        at = self._at
+        change = row[at[self.change_column]]
+        key = row[at[self.key_column]]
+        if key is None:
+            return Record(None, None, change, Outcome.NO_KEY)
+        key_bytes = str(key).encode()
+        if self.soft_delete_column is not None and row[at[self.soft_delete_column]] is not None:
+            return Record(key_bytes, None, change, Outcome.DELETED)
+        matches = self._matches
+        if matches is not None and not matches(dict(zip(self.selected, row, strict=True))):
+            return Record(key_bytes, None, change, Outcome.FILTERED_OUT)
+        value = {name: row[at[name]] for name in self.columns}
+        value[self.version_field] = version_of(change)
+        return Record(key_bytes, to_json(value), change, Outcome.LIVE)

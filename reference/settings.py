@@ -1,0 +1,105 @@
+"""Settings of the reference publisher, read from `ENRICH_*` variables like the dataflow's.
+
+The topic and the version field use the dataflow's own variables
+(`ENRICH_KAFKA_REFERENCE_TOPIC`, `ENRICH_REFERENCE_VERSION_FIELD`), so the two
+programs cannot disagree about where rows go and how their version is named.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator, model_validator
+
+from dataflows.settings import KafkaConnection, LoggingSettings, OracleConnection, check_topic
+from operators.filters import Condition
+from reference.query import Database, check_column, check_table
+
+
+class ReferenceTableSettings(OracleConnection):
+    """Where the reference table is and which of its columns mean what.
+
+    Apart from the publisher's, so the demo table can be written without Kafka settings.
+    """
+
+    publish_database: Database = "sqlite"
+    publish_sqlite_path: Path = Path("demo-output/reference.sqlite")
+    publish_table: str = "securities"
+    publish_key_column: str = "security_id"
+    publish_columns: tuple[str, ...] = ("cusip", "name", "sector")
+    publish_change_column: str = "updated_at"
+    publish_soft_delete_column: str | None = None
+    publish_filter: tuple[Condition, ...] = ()
+
+    @field_validator("publish_table")
+    @classmethod
+    def _table_is_identifier(cls, value: str) -> str:
+        return check_table(value)
+
+    @field_validator("publish_key_column", "publish_change_column", "publish_soft_delete_column")
+    @classmethod
+    def _column_is_identifier(cls, value: str | None) -> str | None:
+        return value if value is None else check_column(value)
+
+    @field_validator("publish_columns")
+    @classmethod
+    def _columns_are_identifiers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one column to publish is needed")
+        if len(set(value)) < len(value):
+            raise ValueError(f"{list(value)} names a column twice")
+        for name in value:
+            check_column(name)
+        return value
+
+    @field_validator("publish_filter")
+    @classmethod
+    def _filter_fields_are_identifiers(cls, value: tuple[Condition, ...]) -> tuple[Condition, ...]:
+        for condition in value:
+            check_column(condition.field)
+        return value
+
+    @model_validator(mode="after")
+    def _oracle_has_credentials(self) -> ReferenceTableSettings:
+        if self.publish_database == "oracle":
+            self.require_oracle("publish_database is oracle")
+        return self
+
+    def selected_columns(self) -> tuple[str, ...]:
+        """Every column a load reads, each once: key, published, filtered on, change, deleted."""
+        names = [
+            self.publish_key_column,
+            *self.publish_columns,
+            *(condition.field for condition in self.publish_filter),
+            self.publish_change_column,
+        ]
+        if self.publish_soft_delete_column is not None:
+            names.append(self.publish_soft_delete_column)
+        return tuple(dict.fromkeys(names))
+
+
+class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings):
+    """Validated settings of `python -m reference.publish`; see the README's settings table."""
+
+    kafka_reference_topic: str = "reference"
+    reference_version_field: str = Field("version", min_length=1)
+    publish_state_path: Path = Path("demo-output/reference-publisher.state.json")
+    publish_batch_size: int = Field(10_000, gt=0)
+    publish_interval_seconds: float | None = Field(None, gt=0)
+
+    @field_validator("kafka_reference_topic")
+    @classmethod
+    def _topic_is_legal(cls, value: str) -> str:
+        check_topic(value)
+        return value
+
+    @model_validator(mode="after")
+    def _publishable(self) -> PublisherSettings:
+        if not self.kafka_brokers:
+            raise ValueError("kafka_brokers: the publisher writes to Kafka, so a broker is needed")
+        if self.reference_version_field in self.publish_columns:
+            raise ValueError(
+                f"reference_version_field: {self.reference_version_field!r} is also a published "
+                "column; the version needs a field of its own"
+            )
+        return self
