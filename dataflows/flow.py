@@ -19,8 +19,8 @@ from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
 from operators.records import CaughtUp, DeadLetter, Enriched, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
-from sinks.dialect import SqliteDialect
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
+from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
