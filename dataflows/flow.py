@@ -12,6 +12,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from dataflows import database
 from dataflows.settings import Settings
 from operators import routing
 from operators.decode import Decoder, decode_batch
@@ -20,7 +21,6 @@ from operators.enrichment import EnrichConfig
 from operators.records import CaughtUp, DeadLetter, Enriched, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
-from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
@@ -107,10 +107,12 @@ def sources(settings: Settings) -> dict[str, Source[Any]]:
 
 def main_sink(settings: Settings) -> UpsertSink:
     return UpsertSink(
-        SqliteDialect(settings.sqlite_path),
+        database.dialect(settings),
         table(settings),
         settings.sink_partitions,
         settings.sink_batch_size,
+        dead_letters=database.dead_letter_table(settings),
+        policy=database.retry_policy(settings),
     )
 
 
