@@ -24,16 +24,23 @@ def create_tables(dialect: Dialect[Any], *tables: Table) -> None:
     conn = dialect.connect()
     try:
         missing = [table for table in tables if not dialect.table_exists(conn, table)]
-        cursor = conn.cursor()
-        try:
-            for statement in ddl(dialect, *missing):
-                try:
-                    cursor.execute(statement)
-                except Exception as exc:
-                    if not dialect.already_exists(exc):
-                        raise
-            conn.commit()
-        finally:
-            cursor.close()
+        if missing:
+            _run(dialect, conn, ddl(dialect, *missing))
+    except BaseException:
+        dialect.discard(conn)
+        raise
+    conn.close()
+
+
+def _run(dialect: Dialect[Any], conn: Any, statements: list[str]) -> None:
+    cursor = conn.cursor()
+    try:
+        for statement in statements:
+            try:
+                cursor.execute(statement)
+            except Exception as exc:
+                if not dialect.already_exists(exc):
+                    raise
+        conn.commit()
     finally:
-        conn.close()
+        cursor.close()

@@ -23,8 +23,9 @@ from dataflows.settings import load_settings
 from operators.decode import decode_batch
 from operators.enrichment import Tally
 from operators.records import CaughtUp, Enriched, Event, Kind, MissReason, RawRecord, Status
+from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect
-from sinks.table import EnrichedTable
+from sinks.table import DeadLetterTable, EnrichedTable
 from sinks.upsert import UpsertSink
 from telemetry.histogram import BatchHistogram
 from telemetry.record import record_decoded, record_tally
@@ -171,11 +172,12 @@ def test_the_circuit_state_gauge_shows_open_while_the_sink_waits_and_closed_afte
     delta = Delta(*ERRORS)
     seen: list[tuple[float, float]] = []
     clock = FakeClock(on_sleep=lambda s: seen.append((s, sample(STATE, partition="0"))))
-    dialect = FlakyDialect(SqliteDialect(tmp_path / "out.sqlite"), failures=6)
-    write(dialect, [enriched("e1", 1.0)], clock)
-    assert delta("enrich_sink_errors_total", kind="transient") == 6
-    assert delta("enrich_sink_retries_total") == 6
-    assert [state for _, state in seen] == [0, 0, 0, 0, 1, 1]
+    inner = SqliteDialect(tmp_path / "out.sqlite")
+    create_tables(inner, TABLE, DeadLetterTable())
+    write(FlakyDialect(inner, failures=5), [enriched("e1", 1.0)], clock)
+    assert delta("enrich_sink_errors_total", kind="transient") == 5
+    assert delta("enrich_sink_retries_total") == 5
+    assert [state for _, state in seen] == [0, 0, 0, 0, 1]
     assert seen[4][0] == pytest.approx(30.0), "the open circuit waits its reset time to probe"
     assert sample(STATE, partition="0") == 0
 
