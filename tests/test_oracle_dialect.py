@@ -9,6 +9,7 @@ tests/test_oracle_sink.py.
 from __future__ import annotations
 
 import re
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,16 @@ from typing import Any
 
 import oracledb
 import pytest
+from faults import FakeClock
 from oracledb.errors import _Error
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from dataflows.settings import OracleConnection
 from sinks.dialect import RowError
 from sinks.oracle import Failure, OracleDialect, classify, error_code, input_sizes, merge_sql
 from sinks.table import DeadLetterTable, EnrichedTable
+from sinks.upsert import UpsertSink
 
 TABLE = EnrichedTable(
     name="enriched_events",
@@ -339,3 +343,28 @@ def test_objects_that_exist_already_are_done_anything_else_is_not() -> None:
     assert DIALECT.already_exists(oracledb.DatabaseError(ora(1408, "column list indexed")))
     assert not DIALECT.already_exists(oracledb.DatabaseError(ora(1031)))
     assert not DIALECT.already_exists(RuntimeError("ORA-00955"))
+
+
+class StopWaiting(Exception):
+    """Ends a test whose sink would otherwise wait for the database forever."""
+
+
+def test_a_listener_that_is_down_is_waited_for_behind_the_breaker_never_given_up() -> None:
+    """A real connection attempt to a port nobody listens on: DPY-6005, transient."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dialect = OracleDialect("enrich", SecretStr("pw"), f"127.0.0.1:{port}/FREEPDB1")
+    retries = REGISTRY.get_sample_value("enrich_sink_retries_total") or 0.0
+
+    def sleep(seconds: float) -> None:
+        if len(clock.pauses) == 6:
+            raise StopWaiting
+
+    clock = FakeClock(on_sleep=sleep)
+    sink = UpsertSink(dialect, TABLE, 1, 10, clock=clock)
+    with pytest.raises(StopWaiting):
+        sink.build_part("out", "0", None)
+    assert (REGISTRY.get_sample_value("enrich_sink_retries_total") or 0.0) - retries == 7
+    assert clock.pauses[4:] == [pytest.approx(30.0)] * 2, "open after five, a probe failed"
+    assert REGISTRY.get_sample_value("enrich_sink_circuit_state", {"partition": "0"}) == 1
