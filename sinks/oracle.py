@@ -300,6 +300,7 @@ class OracleDialect:
     ) -> OracleDialect:
         """Nothing connects until `connect()`; a missing setting is refused here."""
         settings.require_oracle("the Oracle dialect connects to Oracle")
+        # Narrows the types for checkers: require_oracle raised if one is missing.
         assert settings.oracle_user and settings.oracle_password and settings.oracle_dsn
         return cls(
             settings.oracle_user,

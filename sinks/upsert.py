@@ -56,9 +56,9 @@ def _retrier(partition: str, dialect: Dialect[Any], policy: RetryPolicy, clock: 
             return
         log.error("sink partition %s: permanent database error: %s", partition, exc)
         exc.add_note(
-            f"sink partition {partition}: a permanent database error, not retried, and nothing "
-            "of the chunk it met was committed. Fix the cause and start the dataflow again: it "
-            "resumes from its last snapshot, so nothing is lost."
+            f"sink partition {partition}: a permanent database error, not retried; what the "
+            "partition was writing was rolled back. Fix the cause and start the dataflow again: "
+            "it resumes from its last snapshot, so nothing is lost."
         )
 
     def on_state(new: CircuitState) -> None:

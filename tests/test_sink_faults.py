@@ -205,7 +205,7 @@ def test_a_permanent_error_is_raised_at_once_with_what_to_do(db: SqliteDialect) 
     assert clock.pauses == []
     assert sample("enrich_sink_retries_total") == retries
     [note] = raised.value.__notes__
-    assert note.startswith("sink partition 0: a permanent database error, not retried")
+    assert note.startswith("sink partition 0: a permanent database error, not retried;")
     assert "resumes from its last snapshot" in note
 
 
