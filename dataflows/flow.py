@@ -13,6 +13,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from dataflows import database
 from dataflows.settings import Lookup, Settings
 from operators import routing
 from operators.chain import Stage, advance, finish
@@ -22,7 +23,6 @@ from operators.enrichment import EnrichConfig
 from operators.filters import all_of
 from operators.records import CaughtUp, DeadLetter, Enriched, Event, RawRecord
 from sinks.dead_letter import dead_letter_file, to_line
-from sinks.dialect import SqliteDialect
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
@@ -136,10 +136,12 @@ def sources(settings: Settings) -> dict[str, Source[Any]]:
 
 def main_sink(settings: Settings) -> UpsertSink:
     return UpsertSink(
-        SqliteDialect(settings.sqlite_path),
+        database.dialect(settings),
         table(settings),
         settings.sink_partitions,
         settings.sink_batch_size,
+        dead_letters=database.dead_letter_table(settings),
+        policy=database.retry_policy(settings),
     )
 
 

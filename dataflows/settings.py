@@ -236,6 +236,14 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     sink_partitions: int = Field(4, gt=0, le=1024)
     sink_batch_size: int = Field(5_000, gt=0)
     dead_letter_path: Path = Path("demo-output/dead_letters.jsonl")
+    dead_letter_table: str = "enrich_dead_letters"
+    sink_retry_initial_seconds: float = Field(0.1, gt=0)
+    sink_retry_max_seconds: float = Field(30.0, gt=0)
+    sink_breaker_failures: int = Field(5, gt=0)
+    sink_breaker_reset_seconds: float = Field(30.0, gt=0)
+    oracle_pool_min: int = Field(1, ge=0)
+    oracle_pool_max: int | None = Field(None, gt=0)
+    oracle_pool_timeout_seconds: float = Field(10.0, gt=0)
 
     demo_events: int = Field(200_000, ge=0)
     demo_references: int = Field(10_000, gt=0)
@@ -261,6 +269,29 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     def _table_is_identifier(cls, value: str) -> str:
         _check_identifiers({value: None})
         return value
+
+    @field_validator("dead_letter_table")
+    @classmethod
+    def _dead_letter_table_is_identifier(cls, value: str) -> str:
+        _check_identifiers({value: None})
+        return value
+
+    @model_validator(mode="after")
+    def _sink_consistent(self) -> Settings:
+        if self.dead_letter_table.lower() == self.table.lower():
+            raise ValueError("dead_letter_table: must differ from table")
+        if self.sink_retry_initial_seconds > self.sink_retry_max_seconds:
+            raise ValueError("sink_retry_initial_seconds: must not exceed sink_retry_max_seconds")
+        if self.oracle_pool_min > (self.oracle_pool_max or self.sink_partitions):
+            raise ValueError(
+                "oracle_pool_min: must not exceed oracle_pool_max (default: sink_partitions)"
+            )
+        if self.database == "oracle" and self.sink_batch_size > 65_535:
+            raise ValueError(
+                "sink_batch_size: at most 65535 with Oracle, which reports batch errors "
+                "for no more rows of one batch"
+            )
+        return self
 
     @model_validator(mode="after")
     def _consistent(self) -> Settings:

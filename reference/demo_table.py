@@ -20,7 +20,7 @@ from dataflows.settings import Settings, SettingsError, load_settings
 from operators.records import Kind
 from reference.query import quote
 from reference.settings import ReferenceTableSettings
-from sinks.dialect import SqliteDialect
+from sinks.sqlite import SqliteDialect
 from sources.demo import Row, build_plan
 
 DEMO_COLUMNS = ("cusip", "name", "sector")

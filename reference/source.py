@@ -8,7 +8,7 @@ from typing import Any, Protocol, cast
 
 from reference.query import WATERMARK, Database
 from reference.settings import ReferenceTableSettings
-from sinks.dialect import SqliteDialect
+from sinks.sqlite import SqliteDialect
 
 Row = tuple[Any, ...]
 

@@ -1,18 +1,17 @@
 """Everything that differs between databases, behind one small protocol.
 
-The sink only speaks DB-API (`cursor`, `executemany`, `commit`), so adding a
-database means adding a dialect, never touching the sink.
+The sink (batching, retry, circuit breaker, routing refused rows to the
+dead-letter table, metrics) is written once against this protocol; a
+database only adds a dialect: its SQL, how it runs a batch and reports the
+rows it refused, and which of its errors are worth retrying.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
-from sinks.table import KEY_COLUMN, ColumnType, EnrichedTable
+from sinks.table import Table
 
 
 class Cursor(Protocol):
@@ -39,87 +38,50 @@ class Connection(Protocol):
     def close(self) -> object: ...
 
 
-class Dialect(Protocol):
-    """How to connect, create the table and upsert rows in one database."""
+class RowError(NamedTuple):
+    """A row the database refused, while the other rows of its batch could be written."""
 
-    def connect(self) -> Connection:
-        """A new connection with whatever session settings writing needs."""
+    index: int
+    """Position of the row in the batch."""
+    code: str
+    """The database's own name for the error, e.g. `ORA-12899` or `SQLITE_CONSTRAINT_CHECK`."""
+    message: str
+
+
+C = TypeVar("C", bound=Connection)
+
+
+class Dialect(Protocol[C]):
+    """How to connect to one database, create tables in it and upsert rows into it."""
+
+    def connect(self) -> C:
+        """A connection with whatever session settings writing needs; `close()` gives it back."""
         ...
 
-    def create_table(self, table: EnrichedTable) -> list[str]:
-        """DDL statements that are safe to run again when the table exists."""
+    def discard(self, conn: C) -> None:
+        """Let go of a connection that failed, so the next attempt starts on a fresh one."""
         ...
 
-    def upsert(self, table: EnrichedTable) -> str:
-        """One statement, with binds in `table.columns()` order, that inserts a row or
-        overwrites every other column of the row with the same event id."""
+    def table_exists(self, conn: C, table: Table) -> bool:
+        """Whether the table can already be written, so no DDL (and no DDL privilege) is needed."""
+        ...
+
+    def create_statements(self, table: Table) -> list[str]:
+        """DDL for the table, its key and its indexes."""
+        ...
+
+    def already_exists(self, exc: BaseException) -> bool:
+        """Whether a DDL statement failed only because its object exists (a concurrent start)."""
+        ...
+
+    def write(self, conn: C, table: Table, rows: Sequence[Sequence[Any]]) -> list[RowError]:
+        """Upsert `rows` (binds in the order of the table's bound columns) in the open transaction.
+
+        Rows the database refuses are reported and leave nothing behind; the
+        others stay written, uncommitted. Any other failure raises.
+        """
         ...
 
     def is_transient(self, exc: BaseException) -> bool:
-        """Whether retrying the same work may succeed (lock contention and the like)."""
+        """Whether retrying the same work may succeed (lost connection, lock contention)."""
         ...
-
-
-_SQLITE_TYPES: dict[ColumnType, str] = {
-    "str": "TEXT",
-    "int": "INTEGER",
-    "float": "REAL",
-    "bool": "INTEGER",
-    "json": "TEXT",
-}
-_SQLITE_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-
-
-def _quote(identifier: str) -> str:
-    """Quote an identifier that `EnrichedTable` already validated, so none holds a quote."""
-    return f'"{identifier}"'
-
-
-@dataclass(frozen=True)
-class SqliteDialect:
-    """A local SQLite file, shared by every partition and process.
-
-    WAL lets readers run while a partition writes, and the busy timeout makes
-    writers from other partitions or processes queue rather than fail.
-    `synchronous=NORMAL` can lose the last commits on power loss, but not on a
-    process crash, which replay from the source covers anyway.
-    """
-
-    path: Path
-    busy_timeout_seconds: float = 30.0
-
-    def connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def create_table(self, table: EnrichedTable) -> list[str]:
-        columns = ", ".join(
-            f"{_quote(column.name)} {_SQLITE_TYPES[column.type]}"
-            + (" PRIMARY KEY" if column.name == KEY_COLUMN else "")
-            + ("" if column.nullable else " NOT NULL")
-            for column in table.schema()
-        )
-        return [f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} ({columns})"]
-
-    def upsert(self, table: EnrichedTable) -> str:
-        names = [_quote(name) for name in table.columns()]
-        updates = ", ".join(
-            f"{name} = excluded.{name}" for name in names if name != _quote(KEY_COLUMN)
-        )
-        return (
-            f"INSERT INTO {_quote(table.name)} ({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))}) "
-            f"ON CONFLICT ({_quote(KEY_COLUMN)}) DO UPDATE SET {updates}"
-        )
-
-    def is_transient(self, exc: BaseException) -> bool:
-        # The extended code (e.g. SQLITE_BUSY_SNAPSHOT) keeps the primary one in its low byte.
-        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        return isinstance(exc, sqlite3.OperationalError) and code in _SQLITE_BUSY_CODES

@@ -1,24 +1,33 @@
-"""The shape of the enriched table, independent of any database.
+"""The shapes of the tables the sink writes, independent of any database.
 
 Identifiers are checked here, once, because dialects quote them into SQL;
 values only ever travel as bind parameters. Types are logical (`FieldType`
-plus `json`) so each dialect picks its own physical types.
+plus `json` and `timestamp`) so each dialect picks its own physical types.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, Protocol
 
 from operators.records import Enriched, FieldType, Outcome
 
-ColumnType = FieldType | Literal["json"]
-"""A column's logical type; `json` is text that may outgrow a short string type."""
+ColumnType = FieldType | Literal["json", "timestamp"]
+"""A column's logical type. `json` is text that may outgrow a short string type;
+`timestamp` is set by the database when the row is first written, never bound."""
 
 KEY_COLUMN = "event_id"
 """The primary key: upserting on it makes every replay overwrite, never duplicate."""
+
+MAX_TEXT = 1000
+"""Longest `str` value a database with bounded strings must keep, in characters.
+
+Bounded so that a longer value is that row's error (Oracle: ORA-12899), not a
+table that silently grows; 1000 characters of at most 4 bytes fit Oracle's
+4000-byte VARCHAR2 whatever the database's MAX_STRING_SIZE."""
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
 
@@ -42,6 +51,26 @@ _LEADING: tuple[Column, ...] = (
 )
 _STAGES = Column("stages", "json", False)
 _ATTRIBUTES = Column("attributes", "json", True)
+
+
+class Table(Protocol):
+    """What a dialect needs to create a table and upsert into it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def key(self) -> str:
+        """The primary key column: the upsert overwrites the row with the same key."""
+        ...
+
+    def schema(self) -> tuple[Column, ...]:
+        """Every column in order; all but `timestamp` ones are bound, in this order."""
+        ...
+
+    def indexed(self) -> tuple[str, ...]:
+        """Columns that get an index of their own, for lookups besides the key."""
+        ...
 
 
 def _check_identifier(name: str, what: str) -> None:
@@ -96,9 +125,16 @@ class EnrichedTable:
         )
         object.__setattr__(self, "_no_reference", (None,) * len(self.reference_columns))
 
+    @property
+    def key(self) -> str:
+        return KEY_COLUMN
+
     def schema(self) -> tuple[Column, ...]:
         """Every column in order, with its logical type, for a dialect's DDL."""
         return self._schema
+
+    def indexed(self) -> tuple[str, ...]:
+        return ("lookup_id",)
 
     def columns(self) -> tuple[str, ...]:
         """Every column name, in the order of `params`."""
@@ -137,3 +173,60 @@ def _stage(outcome: Outcome) -> dict[str, Any]:
         "waited_ms": outcome.waited_ms,
         "version": outcome.version,
     }
+
+
+DB_REJECTED = "db_rejected"
+"""The dead-letter reason of a row the database refused."""
+
+_DEAD_LETTER_SCHEMA: tuple[Column, ...] = (
+    Column("origin", "str", False),
+    Column("reason", "str", True),
+    Column("code", "str", True),
+    Column("detail", "str", True),
+    Column("event_id", "str", True),
+    Column("lookup_id", "str", True),
+    Column("payload", "json", True),
+    Column("dead_lettered_at", "timestamp", False),
+)
+
+
+@dataclass(frozen=True)
+class DeadLetterTable:
+    """Rows the database refused, written in the same transaction as the rows it took.
+
+    Keyed by the event's origin, which is unique, so a replay overwrites its
+    own dead letter. Every column but the key may be NULL because Oracle
+    stores an empty string as NULL. Ids and the database's message are cut to
+    `MAX_TEXT` so that a value too long for the enriched table cannot make
+    its own dead letter fail too; `payload` keeps every value whole.
+    """
+
+    name: str = "enrich_dead_letters"
+
+    def __post_init__(self) -> None:
+        _check_identifier(self.name, "dead-letter table name")
+
+    @property
+    def key(self) -> str:
+        return "origin"
+
+    def schema(self) -> tuple[Column, ...]:
+        return _DEAD_LETTER_SCHEMA
+
+    def indexed(self) -> tuple[str, ...]:
+        return ()
+
+    def params(
+        self, rec: Enriched, values: Mapping[str, Any], code: str, detail: str
+    ) -> tuple[Any, ...]:
+        """Bind values for the dead letter of `rec`, whose row held `values`."""
+        event = rec.event
+        return (
+            event.origin,
+            DB_REJECTED,
+            code[:MAX_TEXT],
+            detail[:MAX_TEXT],
+            event.event_id[:MAX_TEXT],
+            event.lookup_id[:MAX_TEXT],
+            json.dumps(values, separators=(",", ":"), default=str),
+        )

@@ -1,10 +1,16 @@
 """The main sink: enriched events upserted by event id, one connection per partition.
 
-Recovery needs no sink state. Each chunk is committed before `write_batch`
-returns, so a crash either loses an uncommitted chunk, which the dataflow
-replays, or leaves committed rows, which the replay overwrites with the same
-values. Upserting by event id is what turns at-least-once delivery into
-exactly one row per event.
+Written once for every database; a `Dialect` holds what differs. Recovery
+needs no sink state. Each chunk is committed before `write_batch` returns, so
+a crash either loses an uncommitted chunk, which the dataflow replays, or
+leaves committed rows, which the replay overwrites with the same values.
+Upserting by event id is what turns at-least-once delivery into exactly one
+row per event.
+
+Rows the database refuses go to the dead-letter table in the same
+transaction as the rows it took, so they too are written exactly once. If a
+dead letter is refused as well, nothing of the chunk commits and the error
+stops the dataflow, which resumes from its last snapshot: nothing is lost.
 """
 
 from __future__ import annotations
@@ -12,77 +18,83 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators import routing
 from operators.records import Enriched, Status
-from sinks.dialect import Connection, Dialect
-from sinks.table import EnrichedTable
+from sinks.dialect import Dialect, RowError
+from sinks.retry import SYSTEM_CLOCK, CircuitState, Clock, Retrier, RetryPolicy
+from sinks.schema import create_tables
+from sinks.table import DB_REJECTED, DeadLetterTable, EnrichedTable
 from telemetry import metrics
 
 log = logging.getLogger("enrich.sink")
 
-T = TypeVar("T")
-
-_ATTEMPTS = 5
-_FIRST_DELAY_SECONDS = 0.1
 _ROWS = {status: metrics.SINK_ROWS.labels(status.value) for status in Status}
+DEFAULT_DEAD_LETTERS = DeadLetterTable()
+DEFAULT_POLICY = RetryPolicy()
 
 
-def _retrying(dialect: Dialect, action: Callable[[], T]) -> T:
-    """Run `action`, again after a doubling pause while it fails transiently.
+class DeadLetterRefused(Exception):
+    """The database refused a row's dead letter too: nothing can take that row."""
 
-    Only for idempotent work: a failure may come after the database applied it.
-    """
-    delay = _FIRST_DELAY_SECONDS
-    attempt = 1
-    while True:
-        try:
-            return action()
-        except Exception as exc:
-            transient = dialect.is_transient(exc)
-            metrics.SINK_ERRORS.labels("transient" if transient else "permanent").inc()
-            if attempt == _ATTEMPTS or not transient:
-                raise
-            log.warning("transient database error (attempt %d): %s", attempt, exc)
+
+def _retrier(partition: str, dialect: Dialect[Any], policy: RetryPolicy, clock: Clock) -> Retrier:
+    """A retrier whose failures and circuit changes show in metrics and logs, never values."""
+    state = metrics.SINK_CIRCUIT_STATE.labels(partition)
+    state.set(CircuitState.CLOSED)
+
+    def on_failure(exc: BaseException, transient: bool) -> None:
+        metrics.SINK_ERRORS.labels("transient" if transient else "permanent").inc()
+        if transient:
             metrics.SINK_RETRIES.inc()
-            time.sleep(delay)
-            delay *= 2
-            attempt += 1
+            log.warning("sink partition %s: transient database error, retrying: %s", partition, exc)
+            return
+        log.error("sink partition %s: permanent database error: %s", partition, exc)
+        exc.add_note(
+            f"sink partition {partition}: a permanent database error, not retried; what the "
+            "partition was writing was rolled back. Fix the cause and start the dataflow again: "
+            "it resumes from its last snapshot, so nothing is lost."
+        )
 
+    def on_state(new: CircuitState) -> None:
+        state.set(new)
+        if new is CircuitState.OPEN:
+            log.warning(
+                "sink partition %s: circuit open after repeated failures; "
+                "next attempt in %.0f s, the dataflow waits",
+                partition,
+                policy.breaker_reset_seconds,
+            )
+        elif new is CircuitState.HALF_OPEN:
+            log.info("sink partition %s: circuit half-open, probing the database", partition)
+        else:
+            log.info("sink partition %s: circuit closed, the database answers again", partition)
 
-def create_tables(dialect: Dialect, table: EnrichedTable) -> None:
-    """Create the table unless it exists; safe to race from several partitions or processes."""
-
-    def run() -> None:
-        conn = dialect.connect()
-        try:
-            cursor = conn.cursor()
-            try:
-                for statement in dialect.create_table(table):
-                    cursor.execute(statement)
-                conn.commit()
-            finally:
-                cursor.close()
-        finally:
-            conn.close()
-
-    _retrying(dialect, run)
+    return Retrier(
+        policy, dialect.is_transient, on_failure=on_failure, on_state=on_state, clock=clock
+    )
 
 
 class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
     def __init__(
-        self, dialect: Dialect, table: EnrichedTable, conn: Connection, batch_size: int
+        self,
+        dialect: Dialect[Any],
+        table: EnrichedTable,
+        dead_letters: DeadLetterTable,
+        retrier: Retrier,
+        batch_size: int,
     ) -> None:
         self._dialect = dialect
         self._table = table
-        self._conn = conn
-        self._sql = dialect.upsert(table)
+        self._dead_letters = dead_letters
+        self._retrier = retrier
         self._batch_size = batch_size
+        self._conn: Any = None
 
     def write_batch(self, values: list[list[Enriched]]) -> None:
         records = [rec for group in values for rec in group]
@@ -90,10 +102,21 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
             chunk = records[start : start + self._batch_size]
             params = [self._table.params(rec) for rec in chunk]
             started = time.perf_counter()
-            _retrying(self._dialect, partial(self._commit, params))
+            refused = self._retrier.run(partial(self._commit, chunk, params))
             committed = time.time()
             metrics.SINK_BATCH_SECONDS.observe(time.perf_counter() - started)
             metrics.SINK_BATCHES.inc()
+            if refused:
+                metrics.DEAD_LETTERS.labels(DB_REJECTED).inc(len(refused))
+                log.warning(
+                    "%d of %d rows refused by the database went to table %s (codes: %s)",
+                    len(refused),
+                    len(chunk),
+                    self._dead_letters.name,
+                    ", ".join(sorted({error.code for error in refused})),
+                )
+                skipped = {error.index for error in refused}
+                chunk = [rec for index, rec in enumerate(chunk) if index not in skipped]
             metrics.EVENT_TO_SINK_SECONDS.observe_many(
                 committed - rec.event.event_time
                 for rec in chunk
@@ -102,22 +125,52 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
             for status, count in Counter(rec.status for rec in chunk).items():
                 _ROWS[status].inc(count)
 
-    def _commit(self, params: Sequence[Sequence[Any]]) -> None:
-        cursor = self._conn.cursor()
+    def _commit(self, chunk: list[Enriched], params: Sequence[Sequence[Any]]) -> list[RowError]:
+        """Write the chunk and its refused rows' dead letters, then commit them together.
+
+        On any failure the transaction is rolled back and the connection let
+        go, so a retry starts on a fresh one.
+        """
+        if self._conn is None:
+            self._conn = self._dialect.connect()
+        conn = self._conn
         try:
-            cursor.executemany(self._sql, params)
-            self._conn.commit()
+            refused = self._dialect.write(conn, self._table, params)
+            if refused:
+                columns = self._table.columns()
+                letters = [
+                    self._dead_letters.params(
+                        chunk[error.index],
+                        dict(zip(columns, params[error.index], strict=True)),
+                        error.code,
+                        error.message,
+                    )
+                    for error in refused
+                ]
+                unwritable = self._dialect.write(conn, self._dead_letters, letters)
+                if unwritable:
+                    first = unwritable[0]
+                    raise DeadLetterRefused(
+                        f"table {self._dead_letters.name} refused {len(unwritable)} dead letters "
+                        f"({first.code}: {first.message})"
+                    )
+            conn.commit()
         except BaseException:
-            self._conn.rollback()
+            self._conn = None
+            try:
+                conn.rollback()
+            except Exception:
+                log.debug("rollback after a failed write failed too", exc_info=True)
+            self._dialect.discard(conn)
             raise
-        finally:
-            cursor.close()
+        return refused
 
     def snapshot(self) -> None:
         return None
 
     def close(self) -> None:
-        self._conn.close()
+        if self._conn is not None:
+            self._conn.close()
 
 
 class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
@@ -130,7 +183,15 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
     """
 
     def __init__(
-        self, dialect: Dialect, table: EnrichedTable, partitions: int, batch_size: int
+        self,
+        dialect: Dialect[Any],
+        table: EnrichedTable,
+        partitions: int,
+        batch_size: int,
+        *,
+        dead_letters: DeadLetterTable = DEFAULT_DEAD_LETTERS,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         if partitions < 1 or batch_size < 1:
             raise ValueError(f"partitions ({partitions}) and batch_size ({batch_size}) must be > 0")
@@ -138,6 +199,9 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
         self.table = table
         self.partitions = partitions
         self.batch_size = batch_size
+        self.dead_letters = dead_letters
+        self.policy = policy
+        self.clock = clock
 
     def list_parts(self) -> list[str]:
         return routing.names(self.partitions)
@@ -148,6 +212,8 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[list[Enriched], None]:
-        create_tables(self.dialect, self.table)
-        conn = _retrying(self.dialect, self.dialect.connect)
-        return _UpsertPartition(self.dialect, self.table, conn, self.batch_size)
+        retrier = _retrier(for_part, self.dialect, self.policy, self.clock)
+        retrier.run(partial(create_tables, self.dialect, self.table, self.dead_letters))
+        return _UpsertPartition(
+            self.dialect, self.table, self.dead_letters, retrier, self.batch_size
+        )

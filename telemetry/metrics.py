@@ -78,6 +78,12 @@ SINK_ERRORS = Counter(
 SINK_RETRIES = Counter(
     "enrich_sink_retries_total", "Attempts repeated after a transient database error."
 )
+SINK_CIRCUIT_STATE = Gauge(
+    "enrich_sink_circuit_state",
+    "Circuit breaker of each main-sink partition: 0 closed, 1 open (waiting before a probe), "
+    "2 half-open (probing).",
+    ["partition"],
+)
 EVENT_TO_SINK_SECONDS = BatchHistogram(
     "enrich_event_to_sink_seconds",
     "From an event's own event time to the commit of its row in the main sink; "

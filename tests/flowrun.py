@@ -70,12 +70,19 @@ class ResumePoint:
 
 
 def start_flow(
-    work: Path, args: Sequence[str], env: dict[str, str], log: str
+    work: Path,
+    args: Sequence[str],
+    env: dict[str, str],
+    log: str,
+    entry: str = "dataflows.enrich",
 ) -> subprocess.Popen[bytes]:
-    """Start the dataflow in its own session, so one signal reaches its whole group."""
+    """Start the dataflow in its own session, so one signal reaches its whole group.
+
+    `entry` is what `bytewax.run` imports: a module, or a file relative to the root.
+    """
     with open(work / log, "wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "dataflows.enrich", *args],
+            [sys.executable, "-m", "bytewax.run", entry, *args],
             cwd=ROOT,
             env=env,
             stdout=out,

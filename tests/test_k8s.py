@@ -42,8 +42,6 @@ K8S = ROOT / "k8s"
 K8S_VERSIONS = ("1.29", kubernetes_validate.latest_version())
 """The oldest version the manifests target (CronJob time zones, PVC retention) and the newest."""
 
-PENDING_ORACLE = frozenset({"ENRICH_ORACLE_USER", "ENRICH_ORACLE_PASSWORD", "ENRICH_ORACLE_DSN"})
-"""Set by the manifests as the issue asks, consumed once the Oracle sink lands."""
 CREDENTIALS = frozenset(
     {
         "ENRICH_KAFKA_SASL_USERNAME",
@@ -348,6 +346,8 @@ def test_the_settings_accept_the_environment_the_pods_get(
     settings = load_settings()
     assert settings.sqlite_path == Path(sqlite_path)
     assert settings.source == "kafka"
+    assert settings.database == "oracle"
+    assert settings.oracle_dsn == CONFIG["data"]["ENRICH_ORACLE_DSN"]
     assert len(settings.kafka_brokers) == 3
     assert settings.dead_letter_topic == CONFIG["data"]["ENRICH_DEAD_LETTER_TOPIC"]
     assert settings.log_format == "json"
@@ -373,12 +373,9 @@ def every_enrich_variable() -> set[str]:
 def test_every_enrich_variable_set_is_a_setting() -> None:
     """Settings ignore unknown variables, so a misspelt one would go unnoticed."""
     names = every_enrich_variable()
-    assert names >= PENDING_ORACLE
     # The ConfigMap serves the dataflow and the reference publisher alike.
     known = set(Settings.model_fields) | set(PublisherSettings.model_fields)
-    unknown = {
-        name for name in names - PENDING_ORACLE if name.removeprefix("ENRICH_").lower() not in known
-    }
+    unknown = {name for name in names if name.removeprefix("ENRICH_").lower() not in known}
     assert not unknown
     publisher = {name.removeprefix("ENRICH_").lower() for name in env_values(PUBLISHER)}
     assert publisher <= set(PublisherSettings.model_fields)

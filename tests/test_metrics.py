@@ -10,11 +10,11 @@ import sqlite3
 import time
 from collections.abc import Sequence
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from faults import FakeClock, FlakyDialect
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
@@ -23,9 +23,9 @@ from dataflows.settings import load_settings
 from operators.decode import decode_batch
 from operators.enrichment import Tally
 from operators.records import CaughtUp, Enriched, Event, Kind, MissReason, RawRecord, Status
-from sinks import upsert
-from sinks.dialect import SqliteDialect
-from sinks.table import EnrichedTable
+from sinks.schema import create_tables
+from sinks.sqlite import SqliteDialect
+from sinks.table import DeadLetterTable, EnrichedTable
 from sinks.upsert import UpsertSink
 from telemetry.histogram import BatchHistogram
 from telemetry.record import record_decoded, record_tally
@@ -36,6 +36,9 @@ TABLE = EnrichedTable(
     reference_columns=(("name", "str"),),
     unstored_fields=frozenset({"event_id", "security_id", "ts"}),
 )
+
+
+STATE = "enrich_sink_circuit_state"
 
 
 def sample(name: str, **labels: str) -> float:
@@ -133,59 +136,15 @@ def test_records_in_count_events_and_references_but_not_caught_up_markers() -> N
     assert delta("enrich_records_in_total", kind="reference") == 1
 
 
-class Busy(Exception):
-    """Stands for lock contention: the dialect below calls it transient."""
-
-
-@dataclass
-class FlakyDialect:
-    """SQLite whose next `failures` commits fail transiently, wherever they come from."""
-
-    inner: SqliteDialect
-    failures: int
-
-    def connect(self) -> FlakyConnection:
-        return FlakyConnection(self.inner.connect(), self)
-
-    def create_table(self, table: EnrichedTable) -> list[str]:
-        return self.inner.create_table(table)
-
-    def upsert(self, table: EnrichedTable) -> str:
-        return self.inner.upsert(table)
-
-    def is_transient(self, exc: BaseException) -> bool:
-        return isinstance(exc, Busy)
-
-
-@dataclass
-class FlakyConnection:
-    conn: sqlite3.Connection
-    dialect: FlakyDialect
-
-    def cursor(self) -> sqlite3.Cursor:
-        return self.conn.cursor()
-
-    def commit(self) -> None:
-        if self.dialect.failures:
-            self.dialect.failures -= 1
-            raise Busy("database is locked")
-        self.conn.commit()
-
-    def rollback(self) -> None:
-        self.conn.rollback()
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def enriched(event_id: str, ts: float | None) -> Enriched:
     fields: dict[str, Any] = {"event_id": event_id, "security_id": "A", "ts": ts, "price": 1.0}
     event = Event(event_id, "A", ts, fields, f"test/event/0/{event_id}")
     return Enriched(event, ("Alpha", 1), 1, Status.ENRICHED, None, 0.0)
 
 
-def write(dialect: Any, batch: list[Enriched]) -> None:
-    partition = UpsertSink(dialect, TABLE, 1, 100).build_part("sink", "0", None)
+def write(dialect: Any, batch: list[Enriched], clock: FakeClock | None = None) -> None:
+    upsert = UpsertSink(dialect, TABLE, 1, 100, clock=clock or FakeClock())
+    partition = upsert.build_part("sink", "0", None)
     try:
         partition.write_batch([batch])
     finally:
@@ -199,50 +158,48 @@ ERRORS = (
 )
 
 
-@pytest.fixture
-def pauses(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """The retry pauses the sink asked for, instead of sleeping them."""
-    asked: list[float] = []
-    monkeypatch.setattr(upsert.time, "sleep", asked.append)
-    return asked
-
-
-def test_transient_errors_are_counted_and_retried_until_the_write_lands(
-    tmp_path: Path, pauses: list[float]
-) -> None:
+def test_transient_errors_are_counted_and_retried_until_the_write_lands(tmp_path: Path) -> None:
     delta = Delta(*ERRORS)
+    clock = FakeClock()
     dialect = FlakyDialect(SqliteDialect(tmp_path / "out.sqlite"), failures=3)
-    write(dialect, [enriched("e1", 1.0)])
+    write(dialect, [enriched("e1", 1.0)], clock)
     assert delta("enrich_sink_errors_total", kind="transient") == 3
     assert delta("enrich_sink_retries_total") == 3
     assert delta("enrich_sink_errors_total", kind="permanent") == 0
-    assert len(pauses) == 3 and pauses[1] == 2 * pauses[0] and pauses[2] == 2 * pauses[1]
+    # Full jitter: the k-th pause is drawn from a window of 0.1 s doubled k times.
+    assert len(clock.pauses) == 3
+    assert all(0 <= pause <= 0.1 * 2**k for k, pause in enumerate(clock.pauses))
     with closing(sqlite3.connect(tmp_path / "out.sqlite")) as conn:
         assert conn.execute("SELECT event_id FROM enriched_events").fetchall() == [("e1",)]
 
 
-def test_a_database_that_stays_busy_fails_after_its_last_attempt(
-    tmp_path: Path, pauses: list[float]
+def test_the_circuit_state_gauge_shows_open_while_the_sink_waits_and_closed_after(
+    tmp_path: Path,
 ) -> None:
+    """Five failures open the circuit; the wait before the probe happens while it reads 1."""
     delta = Delta(*ERRORS)
-    dialect = FlakyDialect(SqliteDialect(tmp_path / "out.sqlite"), failures=1_000)
-    with pytest.raises(Busy):
-        write(dialect, [enriched("e1", 1.0)])
-    attempts = len(pauses) + 1
-    assert delta("enrich_sink_errors_total", kind="transient") == attempts
-    assert delta("enrich_sink_retries_total") == attempts - 1
-    assert dialect.failures == 1_000 - attempts
+    seen: list[tuple[float, float]] = []
+    clock = FakeClock(on_sleep=lambda s: seen.append((s, sample(STATE, partition="0"))))
+    inner = SqliteDialect(tmp_path / "out.sqlite")
+    create_tables(inner, TABLE, DeadLetterTable())
+    write(FlakyDialect(inner, failures=5), [enriched("e1", 1.0)], clock)
+    assert delta("enrich_sink_errors_total", kind="transient") == 5
+    assert delta("enrich_sink_retries_total") == 5
+    assert [state for _, state in seen] == [0, 0, 0, 0, 1]
+    assert seen[4][0] == pytest.approx(30.0), "the open circuit waits its reset time to probe"
+    assert sample(STATE, partition="0") == 0
 
 
-def test_a_permanent_error_is_counted_and_not_retried(tmp_path: Path, pauses: list[float]) -> None:
+def test_a_permanent_error_is_counted_and_not_retried(tmp_path: Path) -> None:
     delta = Delta(*ERRORS)
+    clock = FakeClock()
     unbindable = enriched("e1", 1.0)._replace(row=(object(), 1))
     with pytest.raises(sqlite3.ProgrammingError):
-        write(SqliteDialect(tmp_path / "out.sqlite"), [unbindable])
+        write(SqliteDialect(tmp_path / "out.sqlite"), [unbindable], clock)
     assert delta("enrich_sink_errors_total", kind="permanent") == 1
     assert delta("enrich_sink_errors_total", kind="transient") == 0
     assert delta("enrich_sink_retries_total") == 0
-    assert pauses == []
+    assert clock.pauses == []
 
 
 def test_event_to_sink_latency_is_commit_time_minus_event_time(tmp_path: Path) -> None:

@@ -18,9 +18,10 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
 from operators.records import Enriched, Event, MissReason, Outcome, Status
-from sinks.dialect import SqliteDialect
+from sinks.schema import create_tables
+from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
-from sinks.upsert import UpsertSink, create_tables
+from sinks.upsert import UpsertSink
 
 TABLE = EnrichedTable(
     name="enriched_events",

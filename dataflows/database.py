@@ -1,0 +1,48 @@
+"""Which database the main sink writes to, and how it treats failures, from settings.
+
+Shared by the dataflow's wiring and the table-creation command, so both
+always talk to the same tables.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dataflows.settings import Settings
+from sinks.dialect import Dialect
+from sinks.retry import RetryPolicy
+from sinks.sqlite import SqliteDialect
+from sinks.table import DeadLetterTable
+
+
+def dialect(settings: Settings) -> Dialect[Any]:
+    """SQLite by default; Oracle when `ENRICH_DATABASE=oracle`.
+
+    The Oracle pool holds at most `oracle_pool_max` connections per process,
+    by default `sink_partitions`: as many as the partitions one process can
+    own, each holding one connection while it runs.
+    """
+    if settings.database == "sqlite":
+        return SqliteDialect(settings.sqlite_path)
+    # Imported here: python-oracledb takes about 0.2 s to import, which SQLite runs never need.
+    from sinks.oracle import OracleDialect
+
+    return OracleDialect.from_settings(
+        settings,
+        pool_min=settings.oracle_pool_min,
+        pool_max=settings.oracle_pool_max or settings.sink_partitions,
+        pool_timeout_seconds=settings.oracle_pool_timeout_seconds,
+    )
+
+
+def dead_letter_table(settings: Settings) -> DeadLetterTable:
+    return DeadLetterTable(settings.dead_letter_table)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        initial_seconds=settings.sink_retry_initial_seconds,
+        max_seconds=settings.sink_retry_max_seconds,
+        breaker_failures=settings.sink_breaker_failures,
+        breaker_reset_seconds=settings.sink_breaker_reset_seconds,
+    )

@@ -1,0 +1,58 @@
+"""Create the sink's tables from the dataflow's own `ENRICH_*` settings.
+
+    python -m sinks.create_tables            # or: enrich-create-tables
+    python -m sinks.create_tables --print    # the DDL, for a DBA; connects to nothing
+
+Creates the enriched table (primary key event_id, index on lookup_id) and the
+dead-letter table (primary key origin) in ENRICH_DATABASE, leaving tables
+that exist alone; the sink does the same at start. Exit status: 0 done,
+1 the database refused, 2 a bad setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from dataflows import database
+from dataflows.flow import table
+from dataflows.settings import SettingsError, load_settings
+from sinks.schema import create_tables, ddl
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="enrich-create-tables",
+        description="Create the enriched and dead-letter tables from ENRICH_* settings.",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        dest="print_only",
+        help="print the DDL instead of running it; connects to nothing",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    dialect = database.dialect(settings)
+    tables = (table(settings), database.dead_letter_table(settings))
+    if args.print_only:
+        for statement in ddl(dialect, *tables):
+            print(f"{statement};")
+        return 0
+    try:
+        create_tables(dialect, *tables)
+    except Exception as exc:
+        print(f"enrich-create-tables: {exc}", file=sys.stderr)
+        return 1
+    names = ", ".join(t.name for t in tables)
+    print(f"tables in place in the {settings.database} database: {names}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""Creating the sink's tables: by the sink at start, and by `python -m sinks.create_tables`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sinks.dialect import Dialect
+from sinks.table import Table
+
+
+def ddl(dialect: Dialect[Any], *tables: Table) -> list[str]:
+    """Every statement that creates the tables, for a DBA to read or run."""
+    return [statement for table in tables for statement in dialect.create_statements(table)]
+
+
+def create_tables(dialect: Dialect[Any], *tables: Table) -> None:
+    """Create the tables that are missing.
+
+    A table that can already be written is left alone, so a sink whose user
+    may not create tables runs on tables a DBA created. Safe to race from
+    several partitions or processes: an object a concurrent start created
+    first counts as done.
+    """
+    conn = dialect.connect()
+    try:
+        missing = [table for table in tables if not dialect.table_exists(conn, table)]
+        if missing:
+            _run(dialect, conn, ddl(dialect, *missing))
+    except BaseException:
+        dialect.discard(conn)
+        raise
+    conn.close()
+
+
+def _run(dialect: Dialect[Any], conn: Any, statements: list[str]) -> None:
+    cursor = conn.cursor()
+    try:
+        for statement in statements:
+            try:
+                cursor.execute(statement)
+            except Exception as exc:
+                if not dialect.already_exists(exc):
+                    raise
+        conn.commit()
+    finally:
+        cursor.close()

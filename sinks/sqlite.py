@@ -1,0 +1,149 @@
+"""The SQLite dialect: the embedded default, so a new user needs no database server."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sinks.dialect import RowError
+from sinks.table import ColumnType, Table
+
+_TYPES: dict[ColumnType, str] = {
+    "str": "TEXT",
+    "int": "INTEGER",
+    "float": "REAL",
+    "bool": "INTEGER",
+    "json": "TEXT",
+    "timestamp": "TEXT",
+}
+_NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
+_BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
+"""Errors that concern the row being written (constraints, a trigger's RAISE, too big)."""
+
+
+def _quote(identifier: str) -> str:
+    """Quote an identifier that `sinks.table` already validated, so none holds a quote."""
+    return f'"{identifier}"'
+
+
+@cache
+def upsert_sql(table: Table) -> str:
+    """Insert a row, or overwrite every bound column of the row with the same key."""
+    bound = [column.name for column in table.schema() if column.type != "timestamp"]
+    stamped = [column.name for column in table.schema() if column.type == "timestamp"]
+    names = ", ".join(_quote(name) for name in (*bound, *stamped))
+    values = ", ".join(["?"] * len(bound) + [_NOW] * len(stamped))
+    updates = ", ".join(
+        f"{_quote(name)} = excluded.{_quote(name)}" for name in bound if name != table.key
+    )
+    return (
+        f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({values}) "
+        f"ON CONFLICT ({_quote(table.key)}) DO UPDATE SET {updates}"
+    )
+
+
+@dataclass(frozen=True)
+class SqliteDialect:
+    """A local SQLite file, shared by every partition and process.
+
+    WAL lets readers run while a partition writes, and the busy timeout makes
+    writers from other partitions or processes queue rather than fail.
+    `synchronous=NORMAL` can lose the last commits on power loss, but not on a
+    process crash, which replay from the source covers anyway.
+    """
+
+    path: Path
+    busy_timeout_seconds: float = 30.0
+
+    def connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def discard(self, conn: sqlite3.Connection) -> None:
+        with suppress(sqlite3.Error):
+            conn.close()
+
+    def table_exists(self, conn: sqlite3.Connection, table: Table) -> bool:
+        found = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ? COLLATE NOCASE",
+            (table.name,),
+        ).fetchone()
+        return found is not None
+
+    def create_statements(self, table: Table) -> list[str]:
+        columns = ", ".join(
+            f"{_quote(column.name)} {_TYPES[column.type]}"
+            + (" PRIMARY KEY" if column.name == table.key else "")
+            + ("" if column.nullable else " NOT NULL")
+            for column in table.schema()
+        )
+        return [
+            f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} ({columns})",
+            *(
+                f"CREATE INDEX IF NOT EXISTS {_quote(f'{table.name}_{name}')} "
+                f"ON {_quote(table.name)} ({_quote(name)})"
+                for name in table.indexed()
+            ),
+        ]
+
+    def already_exists(self, exc: BaseException) -> bool:
+        return False
+
+    def write(
+        self, conn: sqlite3.Connection, table: Table, rows: Sequence[Sequence[Any]]
+    ) -> list[RowError]:
+        """All rows at once; only when one is refused, again one by one.
+
+        SQLite has no batch errors: `executemany` stops at the first refused
+        row. A savepoint undoes the partial batch, then each row runs inside
+        its own savepoint so a refused one leaves nothing behind, all within
+        the caller's transaction. `BEGIN IMMEDIATE` takes the write lock up
+        front, where the busy timeout waits for it.
+        """
+        sql = upsert_sql(table)
+        cursor = conn.cursor()
+        try:
+            if not conn.in_transaction:
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute("SAVEPOINT batch")
+            try:
+                cursor.executemany(sql, rows)
+                refused = []
+            except _ROW_ERRORS:
+                cursor.execute("ROLLBACK TO batch")
+                refused = _one_by_one(cursor, sql, rows)
+            cursor.execute("RELEASE batch")
+            return refused
+        finally:
+            cursor.close()
+
+    def is_transient(self, exc: BaseException) -> bool:
+        # The extended code (e.g. SQLITE_BUSY_SNAPSHOT) keeps the primary one in its low byte.
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        return isinstance(exc, sqlite3.OperationalError) and code in _BUSY_CODES
+
+
+def _one_by_one(cursor: sqlite3.Cursor, sql: str, rows: Sequence[Sequence[Any]]) -> list[RowError]:
+    refused = []
+    for index, row in enumerate(rows):
+        cursor.execute("SAVEPOINT row")
+        try:
+            cursor.execute(sql, row)
+        except _ROW_ERRORS as exc:
+            cursor.execute("ROLLBACK TO row")
+            refused.append(RowError(index, exc.sqlite_errorname, str(exc)))
+        cursor.execute("RELEASE row")
+    return refused
