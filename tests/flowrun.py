@@ -137,6 +137,14 @@ def resume_point(recovery: Path) -> ResumePoint:
     return ResumePoint(epoch, offsets, pending)
 
 
+def steady_column(name: str) -> str:
+    """A select expression for column `name` of the enriched table that leaves out
+    wall-clock waits, also those inside each lookup's outcome in `stages`."""
+    if name == "stages":
+        return "(SELECT json_group_array(json_remove(value, '$.waited_ms')) FROM json_each(stages))"
+    return f'"{name}"'
+
+
 def init_recovery(work: Path) -> list[str]:
     recovery = work / "recovery"
     recovery.mkdir()

@@ -29,6 +29,7 @@ from flowrun import (
     kill_group,
     resume_point,
     start_flow,
+    steady_column,
     tail,
 )
 from flowrun import flow_env as run_env
@@ -39,10 +40,7 @@ PACED_RATE = 5_000
 """Events/s for runs that get killed: slow enough to stop them mid-stream."""
 RUN_TIMEOUT = 120.0
 WALL_CLOCK_COLUMNS = frozenset({"waited_ms"})
-STAGES_WITHOUT_WAITS = (
-    "(SELECT json_group_array(json_remove(value, '$.waited_ms')) FROM json_each(stages))"
-)
-"""Each lookup's outcome also holds its wall-clock wait."""
+
 """Columns that measure elapsed time, so no two runs agree on them."""
 
 Row = tuple[Any, ...]
@@ -84,11 +82,7 @@ def read_table(db: Path) -> list[Row]:
     """The final table, ordered by event id, without the wall-clock columns."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         names = [row[1] for row in conn.execute('PRAGMA table_info("enriched_events")')]
-        kept = ", ".join(
-            STAGES_WITHOUT_WAITS if name == "stages" else f'"{name}"'
-            for name in names
-            if name not in WALL_CLOCK_COLUMNS
-        )
+        kept = ", ".join(steady_column(name) for name in names if name not in WALL_CLOCK_COLUMNS)
         # Callers index rows by position: event id first, status fourth.
         assert names[0] == "event_id" and names[3] == "status" and "waited_ms" in names, names
         return conn.execute(f'SELECT {kept} FROM "enriched_events" ORDER BY 1').fetchall()

@@ -20,7 +20,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from flowrun import flow_env, init_recovery, start_flow, tail
+from flowrun import flow_env, init_recovery, start_flow, steady_column, tail
 
 RUN_TIMEOUT = 120.0
 SETTINGS: dict[str, object] = {
@@ -42,7 +42,9 @@ def table(db: Path, name: str) -> list[tuple[Any, ...]]:
     """Every row, by key, without `waited_ms`: it measures wall-clock time."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         names = [row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')]
-        kept = ", ".join(f'"{n}"' for n in names if n not in {"waited_ms", "dead_lettered_at"})
+        kept = ", ".join(
+            steady_column(n) for n in names if n not in {"waited_ms", "dead_lettered_at"}
+        )
         return conn.execute(f'SELECT {kept} FROM "{name}" ORDER BY 1').fetchall()
 
 
