@@ -65,21 +65,9 @@ class Publisher:
 
     def __init__(self, settings: PublisherSettings) -> None:
         self._settings = settings
-        selected = settings.selected_columns()
-        self._query = ReferenceQuery(
-            settings.publish_database,
-            settings.publish_table,
-            selected,
-            settings.publish_change_column,
-        )
-        self._builder = RecordBuilder(
-            selected=selected,
-            key_column=settings.publish_key_column,
-            columns=settings.publish_columns,
-            change_column=settings.publish_change_column,
-            version_field=settings.reference_version_field,
-            soft_delete_column=settings.publish_soft_delete_column,
-            conditions=settings.publish_filter,
+        self._query, self._builder = _reading(settings, settings.selected_columns())
+        self._count_query, self._count_builder = _reading(
+            settings, settings.selected_columns(published=False), columns=()
         )
         self._state = StateFile(settings.publish_state_path)
         self._scope = scope(settings)
@@ -173,9 +161,9 @@ class Publisher:
     def _unpublished(self, connection: ReadConnection, live: set[bytes]) -> int:
         """How many live keys a full load would tombstone: a read of the table, nothing produced."""
         remaining = set(live)
-        for rows in self._rows(connection, self._query.full(), None):
+        for rows in self._rows(connection, self._count_query.full(), None):
             for row in rows:
-                record = self._builder.record(row)
+                record = self._count_builder.record(row)
                 if record.outcome is Outcome.LIVE and record.key is not None:
                     remaining.discard(record.key)
         return len(remaining)
@@ -227,6 +215,28 @@ class Publisher:
         if final != saved:
             self._state.save(PublishState(final, self._scope))
         return final
+
+
+def _reading(
+    settings: PublisherSettings, selected: tuple[str, ...], columns: tuple[str, ...] | None = None
+) -> tuple[ReferenceQuery, RecordBuilder]:
+    """The read of `selected` columns and the builder of its records (`columns` in the value)."""
+    query = ReferenceQuery(
+        settings.publish_database,
+        settings.publish_table,
+        selected,
+        settings.publish_change_column,
+    )
+    builder = RecordBuilder(
+        selected=selected,
+        key_column=settings.publish_key_column,
+        columns=settings.publish_columns if columns is None else columns,
+        change_column=settings.publish_change_column,
+        version_field=settings.reference_version_field,
+        soft_delete_column=settings.publish_soft_delete_column,
+        conditions=settings.publish_filter,
+    )
+    return query, builder
 
 
 def _count(outcome: Outcome, counts: LoadCounts) -> None:

@@ -74,11 +74,15 @@ class ReferenceTableSettings(OracleConnection):
             self.require_oracle("publish_database is oracle")
         return self
 
-    def selected_columns(self) -> tuple[str, ...]:
-        """Every column a load reads, each once: key, published, filtered on, change, deleted."""
+    def selected_columns(self, published: bool = True) -> tuple[str, ...]:
+        """Every column a load reads, each once: key, published, filtered on, change, deleted.
+
+        Without the published ones: what decides whether a row is live, all the
+        mass-delete guard's count needs.
+        """
         names = [
             self.publish_key_column,
-            *self.publish_columns,
+            *(self.publish_columns if published else ()),
             *(condition.field for condition in self.publish_filter),
             self.publish_change_column,
         ]
