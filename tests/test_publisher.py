@@ -28,6 +28,7 @@ from dataflows.flow import build_flow, decoder, demo_source
 from dataflows.settings import DEMO_LOOKUPS, Settings, SettingsError, load_settings
 from operators.records import Kind, RawRecord, RefUpdate
 from reference.demo_table import demo_exchanges, demo_securities, write_tables
+from reference.demo_table import main as demo_table_main
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.query import ReferenceQuery, check_column, check_table
@@ -792,6 +793,16 @@ def test_the_demo_exchanges_table_is_the_demo_s_exchanges(kafka: MockKafka, tmp_
     )
     assert report.counts.published == len(EXCHANGES)
     assert {msg.key().decode() for msg in kafka.consume_all("exchanges")} == set(EXCHANGES)
+
+
+def test_the_demo_table_refuses_to_write_its_securities_over_its_exchanges(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENRICH_PUBLISH_TABLE", "exchanges")
+    assert demo_table_main() == 2
+    assert "ENRICH_PUBLISH_TABLE: the demo writes its exchanges to 'exchanges'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_sigterm_in_interval_mode_stops_after_the_load_under_way(
