@@ -13,6 +13,12 @@
 A delivery that fails raises before the state is saved, so the next load
 reads the same rows again; a record delivered twice carries the same
 version, which the dataflow ignores.
+
+Before either, every column the settings name is checked against the table
+(`reference.columns`). A full load that would tombstone more than
+`ENRICH_PUBLISH_MAX_DELETE_SHARE` of the topic's live keys first reads the
+table once without producing, to count them, and publishes nothing when the
+guard refuses (`reference.guard`); an empty topic skips that read.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
+from reference.columns import check_columns
+from reference.guard import DeleteGuard
 from reference.query import ReferenceQuery
 from reference.reader import Outcome, RecordBuilder
 from reference.report import LoadCounts, LoadReport, ProgressLog
@@ -57,24 +65,15 @@ class Publisher:
 
     def __init__(self, settings: PublisherSettings) -> None:
         self._settings = settings
-        selected = settings.selected_columns()
-        self._query = ReferenceQuery(
-            settings.publish_database,
-            settings.publish_table,
-            selected,
-            settings.publish_change_column,
-        )
-        self._builder = RecordBuilder(
-            selected=selected,
-            key_column=settings.publish_key_column,
-            columns=settings.publish_columns,
-            change_column=settings.publish_change_column,
-            version_field=settings.reference_version_field,
-            soft_delete_column=settings.publish_soft_delete_column,
-            conditions=settings.publish_filter,
+        self._query, self._builder = _reading(settings, settings.selected_columns())
+        self._count_query, self._count_builder = _reading(
+            settings, settings.selected_columns(published=False), columns=()
         )
         self._state = StateFile(settings.publish_state_path)
         self._scope = scope(settings)
+        self._guard = DeleteGuard(
+            settings.publish_max_delete_share, settings.publish_allow_mass_delete
+        )
 
     def load(self, full: bool = False) -> LoadReport:
         """A full load when asked, or when no usable watermark exists; else an incremental one."""
@@ -84,6 +83,7 @@ class Publisher:
         settings = self._settings
         producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
         with closing(connect(settings)) as connection:
+            check_columns(settings, connection)
             if watermark is None:
                 new_watermark = self._full(connection, producer, counts)
             else:
@@ -132,7 +132,10 @@ class Publisher:
         live = live_keys(
             settings.kafka_brokers, settings.kafka_reference_topic, settings.kafka_client_config()
         )
-        log.info("full load: the topic holds %s live keys", f"{len(live):,}")
+        total = len(live)
+        log.info("full load: the topic holds %s live keys", f"{total:,}")
+        if live and not self._guard.allowed:
+            self._check_deletes(self._unpublished(connection, live), total, "would tombstone")
         progress = ProgressLog("full load", counts, settings.progress_seconds)
         highest: Watermark | None = None
         for rows in self._rows(connection, self._query.full(), None):
@@ -146,11 +149,43 @@ class Publisher:
                     self._send(producer, record.key, record.value, counts)
                     live.discard(record.key)
             progress.tick()
+        producer.confirm()
+        # The table may have changed since the count: the tombstones are checked again.
+        self._check_deletes(len(live), total, "tombstones", counts.published)
         for key in live:
             self._send(producer, key, None, counts)
         producer.confirm()
         self._state.save(PublishState(highest, self._scope))
         return highest
+
+    def _unpublished(self, connection: ReadConnection, live: set[bytes]) -> int:
+        """How many live keys a full load would tombstone: a read of the table, nothing produced."""
+        remaining = set(live)
+        for rows in self._rows(connection, self._count_query.full(), None):
+            for row in rows:
+                record = self._count_builder.record(row)
+                if record.outcome is Outcome.LIVE and record.key is not None:
+                    remaining.discard(record.key)
+        return len(remaining)
+
+    def _check_deletes(self, would_delete: int, live: int, verb: str, published: int = 0) -> None:
+        """Log the deletes with their numbers as fields (a log-based metric), then guard them."""
+        guard = self._guard
+        fields = {
+            "would_delete": would_delete,
+            "live_keys": live,
+            "max_delete_share": guard.max_share,
+        }
+        message = f"full load: {verb} {would_delete:,} of {live:,} live keys"
+        if not guard.over(would_delete, live):
+            log.info(message, extra=fields)
+        elif guard.allowed:
+            log.warning(
+                f"{message}, over ENRICH_PUBLISH_MAX_DELETE_SHARE ({guard.max_share:.1%}): "
+                "allowed by --allow-mass-delete / ENRICH_PUBLISH_ALLOW_MASS_DELETE",
+                extra=fields,
+            )
+        guard.check(would_delete, live, published)
 
     def _incremental(
         self,
@@ -180,6 +215,28 @@ class Publisher:
         if final != saved:
             self._state.save(PublishState(final, self._scope))
         return final
+
+
+def _reading(
+    settings: PublisherSettings, selected: tuple[str, ...], columns: tuple[str, ...] | None = None
+) -> tuple[ReferenceQuery, RecordBuilder]:
+    """The read of `selected` columns and the builder of its records (`columns` in the value)."""
+    query = ReferenceQuery(
+        settings.publish_database,
+        settings.publish_table,
+        selected,
+        settings.publish_change_column,
+    )
+    builder = RecordBuilder(
+        selected=selected,
+        key_column=settings.publish_key_column,
+        columns=settings.publish_columns if columns is None else columns,
+        change_column=settings.publish_change_column,
+        version_field=settings.reference_version_field,
+        soft_delete_column=settings.publish_soft_delete_column,
+        conditions=settings.publish_filter,
+    )
+    return query, builder
 
 
 def _count(outcome: Outcome, counts: LoadCounts) -> None:

@@ -3,10 +3,14 @@
     python -m reference.publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
     python -m reference.publish --interval 60   # a load every 60 s until SIGTERM
     python -m reference.publish --full          # a full load first, e.g. after the nightly reload
+    python -m reference.publish --full --allow-mass-delete   # the deletes are meant
 
 Exit status: 0 when the last load finished, 1 when it failed (the watermark
-covers only what Kafka confirmed), 2 for bad settings or arguments. SIGTERM
-ends the process after the load under way, never in the middle of one.
+covers only what Kafka confirmed), 2 for bad settings or arguments (also a
+column the table lacks), 3 when a full load would have tombstoned more than
+ENRICH_PUBLISH_MAX_DELETE_SHARE of the topic's live keys and published
+nothing. SIGTERM ends the process after the load under way, never in the
+middle of one.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from dataflows.settings import SettingsError, load_settings
+from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
 from telemetry.logging import start_logging
@@ -43,6 +48,12 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--full", action="store_true", help="start with a full load whatever the watermark"
     )
+    parser.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="let a full load tombstone more than ENRICH_PUBLISH_MAX_DELETE_SHARE of the "
+        "topic's live keys (as ENRICH_PUBLISH_ALLOW_MASS_DELETE=true)",
+    )
     args = parser.parse_args(argv)
     if args.interval is not None and args.interval <= 0:
         parser.error("--interval must be more than 0 seconds")
@@ -62,8 +73,9 @@ def _stop_on_sigterm() -> threading.Event:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
+    overrides = {"publish_allow_mass_delete": True} if args.allow_mass_delete else {}
     try:
-        settings = load_settings(PublisherSettings)
+        settings = load_settings(PublisherSettings, **overrides)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -75,6 +87,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     while True:
         try:
             report = publisher.load(full)
+        except SettingsError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        except MassDeleteRefused as exc:
+            log.error("%s", exc, extra=exc.fields)
+            return 3
         except Exception:
             log.exception("the load failed; the watermark covers only what was confirmed")
             failed = True

@@ -11,9 +11,18 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from dataflows.settings import KafkaConnection, LoggingSettings, OracleConnection, check_topic
+from dataflows.settings import (
+    DEMO_LOOKUPS,
+    KafkaConnection,
+    LoggingSettings,
+    OracleConnection,
+    check_topic,
+)
 from operators.filters import Condition
 from reference.query import Database, check_column, check_table
+
+_SECURITY = DEMO_LOOKUPS[0]
+"""The dataflow's first default lookup: what the publisher's defaults publish, so they compose."""
 
 
 class ReferenceTableSettings(OracleConnection):
@@ -25,8 +34,8 @@ class ReferenceTableSettings(OracleConnection):
     publish_database: Database = "sqlite"
     publish_sqlite_path: Path = Path("demo-output/reference.sqlite")
     publish_table: str = "securities"
-    publish_key_column: str = "security_id"
-    publish_columns: tuple[str, ...] = ("cusip", "name", "sector")
+    publish_key_column: str = _SECURITY.key_field
+    publish_columns: tuple[str, ...] = tuple(_SECURITY.columns)
     publish_change_column: str = "updated_at"
     publish_soft_delete_column: str | None = None
     publish_filter: tuple[Condition, ...] = ()
@@ -65,11 +74,15 @@ class ReferenceTableSettings(OracleConnection):
             self.require_oracle("publish_database is oracle")
         return self
 
-    def selected_columns(self) -> tuple[str, ...]:
-        """Every column a load reads, each once: key, published, filtered on, change, deleted."""
+    def selected_columns(self, published: bool = True) -> tuple[str, ...]:
+        """Every column a load reads, each once: key, published, filtered on, change, deleted.
+
+        Without the published ones: what decides whether a row is live, all the
+        mass-delete guard's count needs.
+        """
         names = [
             self.publish_key_column,
-            *self.publish_columns,
+            *(self.publish_columns if published else ()),
             *(condition.field for condition in self.publish_filter),
             self.publish_change_column,
         ]
@@ -81,11 +94,14 @@ class ReferenceTableSettings(OracleConnection):
 class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings):
     """Validated settings of `python -m reference.publish`; see the README's settings table."""
 
-    kafka_reference_topic: str = "reference"
-    reference_version_field: str = Field("version", min_length=1)
+    kafka_reference_topic: str = _SECURITY.topic or "reference"
+    reference_version_field: str = Field(_SECURITY.version_field, min_length=1)
     publish_state_path: Path = Path("demo-output/reference-publisher.state.json")
     publish_batch_size: int = Field(10_000, gt=0)
     publish_interval_seconds: float | None = Field(None, gt=0)
+    publish_max_delete_share: float = Field(0.10, ge=0, le=1)
+    """The share of the topic's live keys one full load may tombstone (reference.guard)."""
+    publish_allow_mass_delete: bool = False
 
     @field_validator("kafka_reference_topic")
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, cast
 
@@ -17,6 +17,7 @@ class ReadCursor(Protocol):
     """The part of a DB-API cursor a read uses."""
 
     arraysize: int
+    description: Sequence[Sequence[Any]] | None
 
     def execute(self, operation: str, parameters: Mapping[str, Any], /) -> object: ...
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from conftest import MockKafka
 
-from dataflows.settings import load_settings
+from dataflows.settings import SettingsError, load_settings
 from reference.load import Publisher
 from reference.report import LoadReport
 from reference.settings import PublisherSettings
@@ -155,3 +155,18 @@ def test_full_incremental_soft_delete_and_filter_on_oracle(
     assert now["SEC2"] is None
     assert now["SEC3"]["name"] == "Name SEC3"
     assert incremental.watermark == (at(6) if change == "updated_at" else 106)
+
+
+def test_a_column_the_oracle_table_lacks_is_refused_before_anything_is_read(
+    kafka: MockKafka, tmp_path: Path, oracle: Any, table: str
+) -> None:
+    """Names in settings are lower case, Oracle's are upper case: they match; a typo does not."""
+    put(oracle, table, "SEC1", at(1), 101)
+    typo = [{"field": "staus", "op": "==", "value": "ACTIVE"}]
+    with pytest.raises(SettingsError) as refused:
+        publish(kafka, tmp_path, table, "scn", publish_filter=typo)
+    assert "ENRICH_PUBLISH_FILTER: column 'staus' is not in table" in str(refused.value)
+    assert "did you mean 'STATUS'?" in str(refused.value)
+    assert "SECURITY_ID, CUSIP, NAME, STATUS, DELETED_AT, UPDATED_AT, SCN" in str(refused.value)
+    assert kafka.consume_all(TOPIC) == []
+    assert publish(kafka, tmp_path, table, "scn").counts.published == 1

@@ -27,21 +27,21 @@ from flowrun import ROOT
 from dataflows.flow import build_flow, decoder, demo_source
 from dataflows.settings import DEMO_LOOKUPS, Settings, SettingsError, load_settings
 from operators.records import Kind, RawRecord, RefUpdate
-from reference.demo_table import demo_securities, write_table
+from reference.demo_table import demo_exchanges, demo_securities, write_tables
+from reference.demo_table import main as demo_table_main
+from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.query import ReferenceQuery, check_column, check_table
 from reference.reader import version_of
 from reference.settings import PublisherSettings
 from reference.watermark import StateError, StateFile
 from sinks.kafka_producer import DeliveryFailed
-from sources.demo import build_plan
+from sources.demo import EXCHANGES, build_plan
 
 TOPIC = "reference"
 Row = dict[str, Any]
-SECURITY = DEMO_LOOKUPS[0].model_copy(
-    update={"columns": {"cusip": "str", "name": "str", "sector": "str"}}
-)
-"""The dataflow's security lookup, on the columns this table publishes."""
+SECURITY = DEMO_LOOKUPS[0]
+"""The dataflow's security lookup: the publisher's defaults publish its columns."""
 
 
 @pytest.fixture(autouse=True)
@@ -59,7 +59,7 @@ class Table:
         with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute(
                 "CREATE TABLE securities (security_id TEXT PRIMARY KEY, cusip TEXT, name TEXT, "
-                "sector TEXT, status TEXT, deleted_at TEXT, updated_at INTEGER)"
+                "sector TEXT, exchange_id TEXT, status TEXT, deleted_at TEXT, updated_at INTEGER)"
             )
 
     def put(self, security_id: str, updated_at: int, **values: Any) -> None:
@@ -67,13 +67,14 @@ class Table:
             "cusip": f"C-{security_id}",
             "name": f"Name {security_id}",
             "sector": "Energy",
+            "exchange_id": "XNYS",
             "status": "ACTIVE",
             "deleted_at": None,
             **values,
         }
         with closing(sqlite3.connect(self.path)) as conn, conn:
             conn.execute(
-                "INSERT OR REPLACE INTO securities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO securities VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (security_id, *row.values(), updated_at),
             )
 
@@ -123,6 +124,7 @@ def published(security_id: str, version: int, **values: Any) -> Row:
         "cusip": f"C-{security_id}",
         "name": f"Name {security_id}",
         "sector": "Energy",
+        "exchange_id": "XNYS",
         **values,
         "version": version,
     }
@@ -262,7 +264,7 @@ def test_a_row_gone_from_the_table_is_tombstoned_by_the_next_full_load(
     incremental = load(kafka, tmp_path)
     assert incremental.counts.tombstones == 0  # a hard delete leaves no changed row to read
 
-    full = load(kafka, tmp_path, full=True)
+    full = load(kafka, tmp_path, full=True, publish_allow_mass_delete=True)
     assert full.counts.tombstones == 2
     latest = topic(kafka)
     assert latest["SEC2"] is None
@@ -277,7 +279,7 @@ def test_a_row_gone_from_the_table_is_tombstoned_by_the_next_full_load(
 def test_soft_deleted_rows_become_tombstones(
     kafka: MockKafka, tmp_path: Path, table: Table
 ) -> None:
-    soft = {"publish_soft_delete_column": "deleted_at"}
+    soft = {"publish_soft_delete_column": "deleted_at", "publish_allow_mass_delete": True}
     table.put("SEC1", 1)
     table.put("SEC2", 2)
     table.put("SEC3", 3, deleted_at="2026-01-01")
@@ -316,6 +318,173 @@ def test_the_filter_keeps_rows_out_and_a_row_that_stops_matching_is_tombstoned(
     latest = topic(kafka)
     assert latest["SEC1"] is None
     assert latest["SEC3"] == published("SEC3", 5)
+
+
+def test_a_misspelt_filter_field_is_refused_and_the_topic_keeps_its_rows(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    """SQLite reads an unknown quoted name as a string: every row failed the filter and
+    the full load tombstoned every live key, with exit 0."""
+    for i in range(1, 4):
+        table.put(f"SEC{i}", i)
+    assert run_cli(kafka, tmp_path).returncode == 0
+    state_before = (tmp_path / "state" / "publisher.json").read_bytes()
+
+    typo = '[{"field": "staus", "op": "==", "value": "ACTIVE"}]'
+    refused = run_cli(kafka, tmp_path, "--full", ENRICH_PUBLISH_FILTER=typo)
+
+    assert refused.returncode == 2, refused.stderr
+    assert (
+        "ENRICH_PUBLISH_FILTER: column 'staus' is not in table 'securities'; "
+        "did you mean 'status'?" in refused.stderr
+    )
+    assert (
+        "the table's columns: security_id, cusip, name, sector, exchange_id, status"
+        in refused.stderr
+    )
+    assert "Traceback" not in refused.stderr
+    assert record_count(kafka) == 3
+    assert all(value is not None for value in topic(kafka).values())
+    assert (tmp_path / "state" / "publisher.json").read_bytes() == state_before
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "variable"),
+    [
+        ("publish_key_column", "securty_id", "ENRICH_PUBLISH_KEY_COLUMN"),
+        ("publish_columns", ["cusip", "nmae"], "ENRICH_PUBLISH_COLUMNS"),
+        ("publish_change_column", "updated", "ENRICH_PUBLISH_CHANGE_COLUMN"),
+        ("publish_soft_delete_column", "deleted", "ENRICH_PUBLISH_SOFT_DELETE_COLUMN"),
+        ("publish_filter", [{"field": "sectr", "op": "==", "value": "x"}], "ENRICH_PUBLISH_FILTER"),
+    ],
+)
+def test_every_column_a_setting_names_is_checked_before_anything_is_read(
+    kafka: MockKafka,
+    tmp_path: Path,
+    table: Table,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    value: Any,
+    variable: str,
+) -> None:
+    table.put("SEC1", 1)
+    load(kafka, tmp_path)
+
+    def no_reading(*_args: Any) -> None:
+        raise AssertionError("read before the columns were checked")
+
+    monkeypatch.setattr("reference.load.live_keys", no_reading)
+    monkeypatch.setattr("reference.load.read", no_reading)
+    for full in (True, False):
+        with pytest.raises(SettingsError) as refused:
+            load(kafka, tmp_path, full=full, **{setting: value})
+        assert f"{variable}: column " in str(refused.value)
+        assert "is not in table 'securities'" in str(refused.value)
+    assert record_count(kafka) == 1
+
+
+def test_column_names_match_the_table_whatever_their_case_in_sqlite(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    table.put("SEC1", 1)
+    report = load(
+        kafka,
+        tmp_path,
+        publish_key_column="SECURITY_ID",
+        publish_filter=[{"field": "Status", "op": "==", "value": "ACTIVE"}],
+    )
+    assert report.counts.published == 1
+
+
+def active_table(table: Table, active: int, suspended: int) -> None:
+    for i in range(active + suspended):
+        table.put(f"SEC{i}", i, status="ACTIVE" if i < active else "SUSPENDED")
+
+
+def test_a_full_load_that_would_tombstone_too_many_keys_publishes_nothing_and_exits_3(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    active_table(table, 20, 0)
+    assert run_cli(kafka, tmp_path).returncode == 0
+    state_before = (tmp_path / "state" / "publisher.json").read_bytes()
+    active_table(table, 1, 19)  # a reload gone wrong, or a wrong value in the filter
+    only_active = '[{"field": "status", "op": "==", "value": "ACTIVE"}]'
+
+    refused = run_cli(
+        kafka, tmp_path, "--full", ENRICH_PUBLISH_FILTER=only_active, ENRICH_LOG_FORMAT="json"
+    )
+
+    assert refused.returncode == 3, refused.stderr
+    assert record_count(kafka) == 20  # not one record, not even the row that matches
+    assert (tmp_path / "state" / "publisher.json").read_bytes() == state_before
+    lines = [json.loads(line) for line in refused.stderr.splitlines()]
+    error = next(line for line in lines if line["level"] == "ERROR")
+    assert "would tombstone 19 of the topic's 20 live keys (95.0%)" in error["message"]
+    assert "nothing was published" in error["message"]
+    assert "--allow-mass-delete" in error["message"]
+    assert (error["would_delete"], error["live_keys"], error["max_delete_share"]) == (19, 20, 0.1)
+    assert "Traceback" not in refused.stderr
+
+    allowed = run_cli(
+        kafka, tmp_path, "--full", "--allow-mass-delete", ENRICH_PUBLISH_FILTER=only_active
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "tombstones 19" in words(allowed.stdout)
+    assert "allowed by --allow-mass-delete" in allowed.stderr
+    assert [key for key, value in topic(kafka).items() if value is not None] == ["SEC0"]
+
+
+def test_the_share_and_the_allowing_setting_decide_the_guard(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    active_table(table, 20, 0)
+    load(kafka, tmp_path)
+    only_active = {"publish_filter": [{"field": "status", "op": "==", "value": "ACTIVE"}]}
+
+    active_table(table, 18, 2)  # 2 of 20: at the default share of 10 %, allowed
+    assert load(kafka, tmp_path, full=True, **only_active).counts.tombstones == 2
+
+    active_table(table, 12, 8)  # 6 more of the 18 live: a third
+    with pytest.raises(MassDeleteRefused, match="would tombstone 6 of the topic's 18"):
+        load(kafka, tmp_path, full=True, **only_active)
+    before = record_count(kafka)
+    assert load(kafka, tmp_path, full=True, publish_max_delete_share=0.5, **only_active).full
+    assert record_count(kafka) == before + 12 + 6
+
+    active_table(table, 0, 20)
+    allowed = load(kafka, tmp_path, full=True, publish_allow_mass_delete=True, **only_active)
+    assert allowed.counts.tombstones == 12
+
+
+def test_a_first_load_into_an_empty_topic_passes_the_guard(
+    kafka: MockKafka, tmp_path: Path, table: Table
+) -> None:
+    active_table(table, 0, 3)
+    only_active = {"publish_filter": [{"field": "status", "op": "==", "value": "ACTIVE"}]}
+    report = load(kafka, tmp_path, **only_active)
+    assert (report.full, report.counts.filtered_out, report.counts.tombstones) == (True, 3, 0)
+    active_table(table, 3, 0)
+    assert load(kafka, tmp_path, full=True, **only_active).counts.published == 3
+
+
+def test_rows_deleted_while_a_full_load_reads_are_guarded_before_any_tombstone(
+    kafka: MockKafka, tmp_path: Path, table: Table, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count passes, then the table loses most rows before the publishing read."""
+    active_table(table, 10, 0)
+    load(kafka, tmp_path)
+    count = Publisher._unpublished
+
+    def count_then_delete(self: Publisher, *args: Any) -> int:
+        would_delete = count(self, *args)
+        for i in range(1, 10):
+            table.delete(f"SEC{i}")
+        return would_delete
+
+    monkeypatch.setattr(Publisher, "_unpublished", count_then_delete)
+    with pytest.raises(MassDeleteRefused, match=r"its 1 rows were published .* no tombstone"):
+        load(kafka, tmp_path, full=True)
+    assert all(value is not None for value in topic(kafka).values())
 
 
 def test_a_failed_delivery_leaves_the_watermark_where_it_was(
@@ -448,7 +617,7 @@ def test_what_was_published_is_what_the_dataflow_decodes(
     ]
     assert all(type(update) is RefUpdate for update in updates)
     assert [(u.lookup_id, u.row, u.version) for u in updates] == [
-        ("SEC1", ("C-SEC1", "Name SEC1", "Energy"), 1_700_000_000),
+        ("SEC1", ("C-SEC1", "Name SEC1", "Energy", "XNYS"), 1_700_000_000),
         ("SEC1", None, None),
     ]
 
@@ -461,7 +630,13 @@ def test_the_dataflow_enriches_events_with_what_was_published(
     table.put("SEC2", 8)
     load(kafka, tmp_path)
     table.put("SEC2", 9, deleted_at="x")
-    load(kafka, tmp_path, publish_soft_delete_column="deleted_at", full=True)
+    load(
+        kafka,
+        tmp_path,
+        publish_soft_delete_column="deleted_at",
+        publish_max_delete_share=0.5,
+        full=True,
+    )
     kafka.produce(
         "events",
         [
@@ -582,19 +757,52 @@ def test_the_demo_table_holds_the_demo_securities_as_its_stream_leaves_them(
     assert not gone & set(securities)
 
     settings = publisher_settings(kafka, tmp_path)
-    write_table(settings, securities)
+    write_tables(settings, securities, demo_exchanges(demo))
     report = Publisher(settings).load()
     assert report.counts.published == len(securities)
+    assert report.watermark == 2  # the demo's newest version
     latest = topic(kafka)
     assert set(latest) == set(securities)
     some = next(iter(truth.updated_ids - truth.deleted_ids))
-    cusip, name, sector = securities[some]
+    (cusip, name, sector, exchange_id), version = securities[some]
+    assert version == 2
     assert latest[some] == {
         "cusip": cusip,
         "name": name,
         "sector": sector,
-        "version": report.watermark,
+        "exchange_id": exchange_id,
+        "version": 2,
     }
+
+
+def test_the_demo_exchanges_table_is_the_demo_s_exchanges(kafka: MockKafka, tmp_path: Path) -> None:
+    demo = load_settings(Settings, demo_events=100, demo_references=10)
+    exchanges = demo_exchanges(demo)
+    assert exchanges == {
+        mic: ((exchange.name, exchange.country), 1) for mic, exchange in EXCHANGES.items()
+    }
+    settings = publisher_settings(kafka, tmp_path)
+    write_tables(settings, demo_securities(demo), exchanges)
+    report = load(
+        kafka,
+        tmp_path,
+        publish_table="exchanges",
+        publish_key_column="exchange_id",
+        publish_columns=["name", "country"],
+        kafka_reference_topic="exchanges",
+    )
+    assert report.counts.published == len(EXCHANGES)
+    assert {msg.key().decode() for msg in kafka.consume_all("exchanges")} == set(EXCHANGES)
+
+
+def test_the_demo_table_refuses_to_write_its_securities_over_its_exchanges(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("ENRICH_PUBLISH_TABLE", "exchanges")
+    assert demo_table_main() == 2
+    assert "ENRICH_PUBLISH_TABLE: the demo writes its exchanges to 'exchanges'" in (
+        capsys.readouterr().err
+    )
 
 
 def test_sigterm_in_interval_mode_stops_after_the_load_under_way(
