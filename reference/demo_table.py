@@ -16,7 +16,7 @@ import time
 from contextlib import closing
 
 from dataflows.flow import demo_source
-from dataflows.settings import Settings, SettingsError, load_settings
+from dataflows.settings import Settings, exit_on_bad_settings, load_settings
 from operators.records import Kind
 from reference.query import quote
 from reference.settings import ReferenceTableSettings
@@ -69,12 +69,9 @@ def write_table(table: ReferenceTableSettings, securities: dict[str, Row]) -> No
 
 
 def main() -> int:
-    try:
+    with exit_on_bad_settings():
         demo = load_settings(Settings)
         table = load_settings(ReferenceTableSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     if table.publish_database != "sqlite":
         print("the demo table is SQLite: unset ENRICH_PUBLISH_DATABASE", file=sys.stderr)
         return 2

@@ -14,12 +14,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from dataflows.settings import SettingsError, load_settings
+from dataflows.settings import exit_on_bad_settings, load_settings
 from reference.load import Publisher
 from reference.settings import PublisherSettings
 from telemetry.logging import start_logging
@@ -62,11 +61,8 @@ def _stop_on_sigterm() -> threading.Event:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
-    try:
+    with exit_on_bad_settings():
         settings = load_settings(PublisherSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     start_logging(settings)
     interval = None if args.once else (args.interval or settings.publish_interval_seconds)
     stop = _stop_on_sigterm()
