@@ -11,6 +11,7 @@ fails when a settings class appears elsewhere.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,18 @@ ENV_FILE = f"{ENV_PREFIX}ENV_FILE"
 
 SETTINGS_MODULES = ("dataflows.settings", "reference.settings")
 """Every module that defines settings of a program of the project."""
+
+_SERVICE_LINK = re.compile(
+    r"ENRICH(_\w+?)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
+)
+_SERVICE_LINK_VALUE = re.compile(r"(tcp|udp|sctp)(://[0-9A-Fa-f.:\[\]]+:\d+)?|[0-9A-Fa-f.:]+")
+
+
+def _service_link(name: str, value: str) -> bool:
+    """Kubernetes adds `<SERVICE>_SERVICE_HOST`, `<SERVICE>_PORT...` for every Service of the
+    namespace unless a pod turns service links off; a Service named `enrich...` must not
+    stop start-up. The value must look like one too (an address, a port or a protocol)."""
+    return bool(_SERVICE_LINK.fullmatch(name.upper()) and _SERVICE_LINK_VALUE.fullmatch(value))
 
 
 def settings_classes() -> list[type[BaseSettings]]:
@@ -85,9 +98,10 @@ def check_environment(environ: Mapping[str, str]) -> str | None:
     env_file = environ.get(ENV_FILE) or None
     file_keys = _env_file_keys(env_file) if env_file is not None else []
     known = known_variables()
+    from_environ = [name for name in environ if not _service_link(name, environ[name])]
     lines = [
         _unknown(name, where)
-        for names, where in ((environ, ""), (file_keys, f" (in {ENV_FILE} {env_file})"))
+        for names, where in ((from_environ, ""), (file_keys, f" (in {ENV_FILE} {env_file})"))
         for name in sorted(names)
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
     ]

@@ -559,3 +559,28 @@ def test_the_dataflow_exits_2_rather_than_write_demo_rows_into_oracle(tmp_path: 
     assert "ENRICH_ALLOW_DEMO_INTO_ORACLE=true" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "demo-output").exists()
+
+
+def test_kubernetes_service_links_of_an_enrich_service_are_not_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without `enableServiceLinks: false` (Bytewax's chart), a Service named `enrich` or
+    `enrich-api` adds variables like these to every pod of the namespace."""
+    links = {
+        "ENRICH_SERVICE_HOST": "10.0.0.7",
+        "ENRICH_SERVICE_PORT": "9999",
+        "ENRICH_SERVICE_PORT_API": "3030",
+        "ENRICH_PORT": "tcp://10.0.0.7:9999",
+        "ENRICH_PORT_9999_TCP": "tcp://10.0.0.7:9999",
+        "ENRICH_PORT_9999_TCP_PROTO": "tcp",
+        "ENRICH_PORT_9999_TCP_PORT": "9999",
+        "ENRICH_PORT_9999_TCP_ADDR": "10.0.0.7",
+        "ENRICH_API_SERVICE_HOST": "fd00::7",
+        "ENRICH_API_PORT": "tcp://[fd00::7]:3030",
+    }
+    for name, value in links.items():
+        monkeypatch.setenv(name, value)
+    load_settings()
+    monkeypatch.setenv("ENRICH_METRICS_PORT", "dead_letter")  # not a service link's value
+    with pytest.raises(SettingsError, match="ENRICH_METRICS_PORT: no program"):
+        load_settings()
