@@ -28,7 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
-from operators.filters import Condition
+from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
 from sinks.table import check_table_name
@@ -107,6 +107,12 @@ class Lookup(BaseModel):
     @model_validator(mode="after")
     def _defaults_are_columns(self) -> Lookup:
         _check_identifiers(dict.fromkeys(self.stored_columns()))
+        check_fields(
+            self.filter,
+            {*self.columns, self.version_field},
+            f"columns and version_field of lookup {self.name!r}",
+            "To filter on another field of the rows, add it to the columns.",
+        )
         unknown = set(self.miss_defaults) - set(self.columns)
         if unknown:
             raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
@@ -302,6 +308,16 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
                 "their own columns (lookup id, event id, event time)"
             )
         self._check_chain()
+        declared = {*own_columns, *self.event_fields}
+        try:
+            check_fields(
+                self.event_filter,
+                declared,
+                "declared event fields",
+                "To filter on another field, declare it in ENRICH_EVENT_FIELDS.",
+            )
+        except ValueError as exc:
+            raise ValueError(f"event_filter: {exc}") from None
         kafka_outputs = self.dead_letter_topic or self.enriched_topic
         if (self.source == "kafka" or kafka_outputs) and not self.kafka_brokers:
             raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")

@@ -69,14 +69,15 @@ def test_environment_variables_are_read_with_the_prefix(monkeypatch: pytest.Monk
     monkeypatch.setenv(
         "ENRICH_LOOKUPS",
         '[{"name": "security", "key_field": "security_id", "demo_table": "securities",'
-        ' "columns": {"cusip": "str", "sector": "str"}, "miss_defaults": {"sector": "UNKNOWN"},'
+        ' "columns": {"cusip": "str", "sector": "str", "status": "str"},'
+        ' "miss_defaults": {"sector": "UNKNOWN"},'
         ' "filter": [{"field": "status", "op": "==", "value": "ACTIVE"}]}]',
     )
     settings = load_settings()
     assert settings.shards == 8
     assert settings.miss_policy == "dead_letter"
     (lookup,) = settings.lookups
-    assert lookup.defaults_row() == (None, "UNKNOWN")
+    assert lookup.defaults_row() == (None, "UNKNOWN", None)
     assert lookup.filter[0].matches({"status": "ACTIVE"})
 
 
