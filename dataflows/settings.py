@@ -450,9 +450,9 @@ def check_dataflow(settings: Settings) -> None:
     demo_into_oracle = settings.source == "demo" and settings.database == "oracle"
     if demo_into_oracle and not settings.allow_demo_into_oracle:
         raise SettingsError(
-            "invalid settings:\n  ENRICH_SOURCE: the source is the demo (the default) and "
-            "ENRICH_DATABASE is oracle, so synthetic rows would be written to Oracle; set "
-            "ENRICH_SOURCE=kafka, or ENRICH_ALLOW_DEMO_INTO_ORACLE=true if that is meant"
+            "invalid settings:\n  ENRICH_SOURCE: the source is the demo (the default when "
+            "unset) and ENRICH_DATABASE is oracle, so synthetic rows would be written to "
+            "Oracle; set ENRICH_SOURCE=kafka, or ENRICH_ALLOW_DEMO_INTO_ORACLE=true if meant"
         )
 
 

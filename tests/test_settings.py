@@ -556,7 +556,7 @@ def test_every_program_exits_2_naming_the_variable_without_a_traceback(
 def test_the_dataflow_exits_2_rather_than_write_demo_rows_into_oracle(tmp_path: Path) -> None:
     done = run_program("dataflow", tmp_path, **ORACLE)
     assert done.returncode == 2, done.stderr
-    assert "ENRICH_SOURCE: the source is the demo (the default)" in done.stderr
+    assert "ENRICH_SOURCE: the source is the demo (the default when unset)" in done.stderr
     assert "ENRICH_ALLOW_DEMO_INTO_ORACLE=true" in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "demo-output").exists()
