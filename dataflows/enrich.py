@@ -7,18 +7,15 @@ exposes `flow` for Bytewax to run.
 from __future__ import annotations
 
 import gc
-import sys
 
 from dataflows.flow import build_flow
-from dataflows.settings import SettingsError, load_settings
+from dataflows.settings import check_dataflow, exit_on_bad_settings, load_settings
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
-try:
+with exit_on_bad_settings():
     settings = load_settings()
-except SettingsError as exc:
-    print(exc, file=sys.stderr)
-    raise SystemExit(2) from None
+    check_dataflow(settings)
 
 start_logging(settings)
 if settings.gc_gen0_threshold:

@@ -7,8 +7,12 @@ that names the environment variable, not a Python field name.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -22,16 +26,18 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
-from operators.filters import Condition
+from operators.filters import Condition, check_fields
+from operators.identifiers import check_identifier
 from operators.records import FieldType
+from sinks.table import check_table_name
 
 JoinType = Literal["left", "inner"]
 MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 
 ENV_PREFIX = "ENRICH_"
-_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
-_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
 
 
 class SettingsError(ValueError):
@@ -40,7 +46,7 @@ class SettingsError(ValueError):
 
 def check_topic(value: str | None) -> str | None:
     """A topic name Kafka accepts, or None; shared by every program that names topics."""
-    if value is not None and not _TOPIC.match(value):
+    if value is not None and not _TOPIC.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a legal Kafka topic name "
             "(letters, digits, '.', '_', '-'; at most 249 characters)"
@@ -50,11 +56,7 @@ def check_topic(value: str | None) -> str | None:
 
 def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
     for name in names:
-        if not _IDENTIFIER.match(name):
-            raise ValueError(
-                f"{name!r} is not a valid column name (letters, digits, underscore; "
-                "starts with a letter; at most 30 characters)"
-            )
+        check_identifier(name, "column name")
     return names
 
 
@@ -88,8 +90,7 @@ class Lookup(BaseModel):
     @field_validator("name")
     @classmethod
     def _name_is_identifier(cls, value: str) -> str:
-        _check_identifiers({value: None})
-        return value
+        return check_identifier(value, "lookup name")
 
     @field_validator("columns")
     @classmethod
@@ -106,6 +107,12 @@ class Lookup(BaseModel):
     @model_validator(mode="after")
     def _defaults_are_columns(self) -> Lookup:
         _check_identifiers(dict.fromkeys(self.stored_columns()))
+        check_fields(
+            self.filter,
+            {*self.columns, self.version_field},
+            f"columns and version_field of lookup {self.name!r}",
+            "To filter on another field of the rows, add it to the columns.",
+        )
         unknown = set(self.miss_defaults) - set(self.columns)
         if unknown:
             raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
@@ -216,6 +223,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     enriched_topic: str | None = None
 
     database: Literal["sqlite", "oracle"] = "sqlite"
+    allow_demo_into_oracle: bool = False
 
     event_id_field: str = "event_id"
     event_time_field: str = "ts"
@@ -267,14 +275,12 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     @field_validator("table")
     @classmethod
     def _table_is_identifier(cls, value: str) -> str:
-        _check_identifiers({value: None})
-        return value
+        return check_table_name(value)
 
     @field_validator("dead_letter_table")
     @classmethod
     def _dead_letter_table_is_identifier(cls, value: str) -> str:
-        _check_identifiers({value: None})
-        return value
+        return check_identifier(value, "dead-letter table name")
 
     @model_validator(mode="after")
     def _sink_consistent(self) -> Settings:
@@ -302,6 +308,16 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
                 "their own columns (lookup id, event id, event time)"
             )
         self._check_chain()
+        declared = {*own_columns, *self.event_fields}
+        try:
+            check_fields(
+                self.event_filter,
+                declared,
+                "declared event fields",
+                "To filter on another field, declare it in ENRICH_EVENT_FIELDS.",
+            )
+        except ValueError as exc:
+            raise ValueError(f"event_filter: {exc}") from None
         kafka_outputs = self.dead_letter_topic or self.enriched_topic
         if (self.source == "kafka" or kafka_outputs) and not self.kafka_brokers:
             raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")
@@ -318,6 +334,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
         names: set[str] = set()
         stored = {name.lower() for name in (*available, self.event_id_field, self.event_time_field)}
         topics = {self.kafka_events_topic}
+        demo_tables: set[str] = set()
         for index, lookup in enumerate(self.lookups):
             where = f"lookups: lookup {index} ({lookup.name!r})"
             if lookup.name in names:
@@ -347,6 +364,16 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
                 topics.add(lookup.topic)
             elif lookup.demo_table is None:
                 raise ValueError(f"{where}: the source is demo, so it needs a demo_table or file")
+            elif lookup.demo_table in demo_tables:
+                raise ValueError(f"{where}: demo_table {lookup.demo_table!r} is already read")
+            else:
+                demo_tables.add(lookup.demo_table)
+        if self.source == "demo" and "securities" not in demo_tables:
+            raise ValueError(
+                "lookups: the demo's events carry security ids and its securities come with "
+                'them, so one lookup needs "demo_table": "securities" (without a file); '
+                "to enrich from files only, use ENRICH_SOURCE=kafka for the events"
+            )
 
     @property
     def lookup_field(self) -> str:
@@ -361,24 +388,79 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
 
 
 def _named(loc: tuple[Any, ...], message: str) -> str:
-    """`ENV_VAR: message`; a check across fields starts its message with the field's name."""
+    """`ENV_VAR: message`, with the place inside a JSON setting (`[0].key_field`) when
+    there is one; a check across fields starts its message with the field's name."""
     if loc:
-        return f"{ENV_PREFIX}{str(loc[0]).upper()}: {message}"
+        inside = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
+        where = f"{inside.removeprefix('.')}: " if inside else ""
+        return f"{ENV_PREFIX}{str(loc[0]).upper()}: {where}{message}"
     field, _, rest = message.partition(":")
     return f"{ENV_PREFIX}{field.strip().upper()}: {rest.strip()}"
+
+
+_SOURCE_FIELD = re.compile(r'field "(?P<field>\w+)" from source "(?P<source>\w+)"')
+
+
+def _unparsable(exc: SourceError, env_file: str | None) -> SettingsError:
+    """pydantic-settings refuses a JSON setting before validation; name it, never its value
+    (ENRICH_KAFKA_CONFIG holds secrets), and say where in the text the JSON broke."""
+    found = _SOURCE_FIELD.search(str(exc))
+    name = f"{ENV_PREFIX}{found['field'].upper()}" if found else "a JSON setting"
+    where = (
+        f" (in {ENV_PREFIX}ENV_FILE {env_file})" if found and "DotEnv" in found["source"] else ""
+    )
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        why = f"{cause.msg} at line {cause.lineno}, column {cause.colno}"
+    else:
+        why = type(cause).__name__ if cause is not None else "cannot be read"
+    return SettingsError(f"invalid settings:\n  {name}{where}: not valid JSON ({why})")
 
 
 S = TypeVar("S", bound=_EnrichSettings)
 
 
 def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
-    """Read settings, or raise SettingsError naming every bad variable."""
-    env_file = os.environ.get(f"{ENV_PREFIX}ENV_FILE")
+    """Read settings, or raise SettingsError naming every bad variable.
+
+    Refused first: an ENRICH_ENV_FILE that is not there, and an ENRICH_* variable that no
+    program of the project reads (a typo would otherwise leave its setting at the default).
+    """
+    from dataflows.environment import check_environment  # reads every program's settings
+
+    env_file = check_environment(os.environ)
     try:
         return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except SourceError as exc:
+        raise _unparsable(exc, env_file) from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {_named(err['loc'], message)}")
         raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+
+
+def check_dataflow(settings: Settings) -> None:
+    """What only the dataflow refuses: the demo's synthetic rows in an Oracle table, unless asked.
+
+    A pod whose ENRICH_SOURCE went missing would otherwise fill production tables with
+    made-up rows; the other programs read the same settings without writing them.
+    """
+    demo_into_oracle = settings.source == "demo" and settings.database == "oracle"
+    if demo_into_oracle and not settings.allow_demo_into_oracle:
+        raise SettingsError(
+            "invalid settings:\n  ENRICH_SOURCE: the source is the demo (the default when "
+            "unset) and ENRICH_DATABASE is oracle, so synthetic rows would be written to "
+            "Oracle; set ENRICH_SOURCE=kafka, or ENRICH_ALLOW_DEMO_INTO_ORACLE=true if meant"
+        )
+
+
+@contextmanager
+def exit_on_bad_settings() -> Iterator[None]:
+    """Every program's start-up: a bad setting prints its message and exits 2, no traceback."""
+    try:
+        yield
+    except SettingsError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None

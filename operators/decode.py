@@ -22,7 +22,7 @@ from pydantic import StrictInt, StrictStr, TypeAdapter, ValidationError
 from pydantic_core import from_json
 from typing_extensions import TypedDict
 
-from operators.filters import Predicate
+from operators.filters import FILTER_FIELD_MISSING, FieldMissing, Predicate
 from operators.records import (
     CaughtUp,
     DeadLetter,
@@ -167,6 +167,10 @@ class Decoder:
             return schema.decode(raw, self.max_record_bytes)
         except Invalid as exc:
             return DeadLetter(exc.reason, exc.detail, raw.value, raw.key, raw.origin)
+        except FieldMissing as exc:
+            which = "the event filter" if raw.kind is Kind.EVENT else f"lookup {raw.lookup!r}"
+            detail = f"{which} tests field {exc.field!r}, which the record lacks"
+            return DeadLetter(FILTER_FIELD_MISSING, detail, raw.value, raw.key, raw.origin)
 
     def _event(self, raw: RawRecord) -> Event | None:
         obj = _load_object(raw.value, self.max_record_bytes)

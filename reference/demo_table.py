@@ -23,7 +23,7 @@ from sqlite3 import Connection
 from typing import NamedTuple
 
 from dataflows.flow import demo_source
-from dataflows.settings import DEMO_LOOKUPS, Settings, SettingsError, load_settings
+from dataflows.settings import DEMO_LOOKUPS, Settings, exit_on_bad_settings, load_settings
 from operators.records import Kind, RawRecord
 from reference.query import quote
 from reference.settings import ReferenceTableSettings
@@ -135,12 +135,9 @@ def write_tables(
 
 
 def main() -> int:
-    try:
+    with exit_on_bad_settings():
         demo = load_settings(Settings)
         table = load_settings(ReferenceTableSettings)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     if table.publish_database != "sqlite":
         print("the demo table is SQLite: unset ENRICH_PUBLISH_DATABASE", file=sys.stderr)
         return 2

@@ -18,12 +18,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from dataflows.settings import SettingsError, load_settings
+from dataflows.settings import exit_on_bad_settings, load_settings
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
@@ -74,11 +73,8 @@ def _stop_on_sigterm() -> threading.Event:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _arguments(argv)
     overrides = {"publish_allow_mass_delete": True} if args.allow_mass_delete else {}
-    try:
+    with exit_on_bad_settings():
         settings = load_settings(PublisherSettings, **overrides)
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     start_logging(settings)
     interval = None if args.once else (args.interval or settings.publish_interval_seconds)
     stop = _stop_on_sigterm()
@@ -86,10 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     full = args.full
     while True:
         try:
-            report = publisher.load(full)
-        except SettingsError as exc:
-            print(exc, file=sys.stderr)
-            return 2
+            with exit_on_bad_settings():
+                report = publisher.load(full)
         except MassDeleteRefused as exc:
             log.error("%s", exc, extra=exc.fields)
             return 3

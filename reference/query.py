@@ -8,36 +8,24 @@ filter is never rendered here: it is evaluated in Python on the rows read.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from operators.identifiers import check_identifier, check_qualified
+
 Database = Literal["sqlite", "oracle"]
 
-_NAME = r"[A-Za-z][A-Za-z0-9_]{0,127}"
-_COLUMN = re.compile(rf"{_NAME}")
-_TABLE = re.compile(rf"(?:{_NAME}\.)?{_NAME}")
 WATERMARK = "watermark"
 """The bind name of the watermark."""
 
 
 def check_column(name: str) -> str:
-    if not _COLUMN.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid column name (letters, digits, underscore; "
-            "starts with a letter; at most 128 characters)"
-        )
-    return name
+    return check_identifier(name, "column name")
 
 
 def check_table(name: str) -> str:
-    if not _TABLE.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a valid table name (TABLE or OWNER.TABLE; letters, digits, "
-            "underscore; each part starts with a letter; at most 128 characters)"
-        )
-    return name
+    return check_qualified(name, "table name")
 
 
 def quote(name: str, database: Database) -> str:

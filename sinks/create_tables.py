@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from dataflows import database
 from dataflows.flow import table
-from dataflows.settings import SettingsError, load_settings
+from dataflows.settings import exit_on_bad_settings, load_settings
 from sinks.schema import create_tables, ddl
 
 
@@ -33,11 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="print the DDL instead of running it; connects to nothing",
     )
     args = parser.parse_args(argv)
-    try:
+    with exit_on_bad_settings():
         settings = load_settings()
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        return 2
     dialect = database.dialect(settings)
     tables = (table(settings), database.dead_letter_table(settings))
     if args.print_only:

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from dataflows.settings import OracleConnection
 from sinks.dialect import RowError
-from sinks.table import MAX_TEXT, Column, ColumnType, Table
+from sinks.table import MAX_TEXT, Column, ColumnType, Table, index_name
 
 _TYPES: dict[ColumnType, str] = {
     "str": f"VARCHAR2({MAX_TEXT} CHAR)",
@@ -356,7 +356,7 @@ class OracleDialect:
         return [
             f"CREATE TABLE {_quote(table.name)} ({columns})",
             *(
-                f"CREATE INDEX {_quote(f'{table.name}_{name}')} "
+                f"CREATE INDEX {_quote(index_name(table.name, name))} "
                 f"ON {_quote(table.name)} ({_quote(name)})"
                 for name in table.indexed()
             ),

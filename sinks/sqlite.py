@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sinks.dialect import RowError
-from sinks.table import ColumnType, Table
+from sinks.table import ColumnType, Table, index_name
 
 _TYPES: dict[ColumnType, str] = {
     "str": "TEXT",
@@ -93,7 +93,7 @@ class SqliteDialect:
         return [
             f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} ({columns})",
             *(
-                f"CREATE INDEX IF NOT EXISTS {_quote(f'{table.name}_{name}')} "
+                f"CREATE INDEX IF NOT EXISTS {_quote(index_name(table.name, name))} "
                 f"ON {_quote(table.name)} ({_quote(name)})"
                 for name in table.indexed()
             ),

@@ -8,11 +8,11 @@ plus `json` and `timestamp`) so each dialect picks its own physical types.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
+from operators.identifiers import check_identifier
 from operators.records import Enriched, FieldType, Outcome
 
 ColumnType = FieldType | Literal["json", "timestamp"]
@@ -29,7 +29,21 @@ Bounded so that a longer value is that row's error (Oracle: ORA-12899), not a
 table that silently grows; 1000 characters of at most 4 bytes fit Oracle's
 4000-byte VARCHAR2 whatever the database's MAX_STRING_SIZE."""
 
-_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,29}$")
+INDEXED = ("lookup_id",)
+"""The enriched table's columns with an index of their own, besides the key."""
+
+
+def index_name(table: str, column: str) -> str:
+    """The name of the index on `column`; an identifier too, so it bounds the table's name."""
+    return f"{table}_{column}"
+
+
+def check_table_name(name: str) -> str:
+    """The enriched table's name, if it and its index names are identifiers."""
+    check_identifier(name, "table name")
+    for column in INDEXED:
+        check_identifier(index_name(name, column), "index name (the table name, '_', a column)")
+    return name
 
 
 class Column(NamedTuple):
@@ -73,14 +87,6 @@ class Table(Protocol):
         ...
 
 
-def _check_identifier(name: str, what: str) -> None:
-    if not _IDENTIFIER.match(name):
-        raise ValueError(
-            f"{what} {name!r} is not a valid identifier (letters, digits, underscore; "
-            "starts with a letter; at most 30 characters)"
-        )
-
-
 @dataclass(frozen=True)
 class EnrichedTable:
     """Where enriched events are stored, and how one becomes a row.
@@ -102,7 +108,7 @@ class EnrichedTable:
     _no_reference: tuple[None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        _check_identifier(self.name, "table name")
+        check_table_name(self.name)
         declared = (
             *(Column(name, kind, True) for name, kind in self.event_columns),
             *(Column(name, kind, True) for name, kind in self.reference_columns),
@@ -110,7 +116,7 @@ class EnrichedTable:
         # SQLite, and Oracle for unquoted names, ignore case: so must the collision check.
         taken = {column.name.lower() for column in (*_LEADING, _STAGES, _ATTRIBUTES)}
         for column in declared:
-            _check_identifier(column.name, "column name")
+            check_identifier(column.name, "column name")
             if column.name.lower() in taken:
                 raise ValueError(
                     f"column name {column.name!r} is used twice or collides with a fixed column"
@@ -134,7 +140,7 @@ class EnrichedTable:
         return self._schema
 
     def indexed(self) -> tuple[str, ...]:
-        return ("lookup_id",)
+        return INDEXED
 
     def columns(self) -> tuple[str, ...]:
         """Every column name, in the order of `params`."""
@@ -204,7 +210,7 @@ class DeadLetterTable:
     name: str = "enrich_dead_letters"
 
     def __post_init__(self) -> None:
-        _check_identifier(self.name, "dead-letter table name")
+        check_identifier(self.name, "dead-letter table name")
 
     @property
     def key(self) -> str:

@@ -8,12 +8,11 @@ with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dataflows.flow import demo_source
-from dataflows.settings import Settings, SettingsError, load_settings
+from dataflows.settings import Settings, SettingsError, exit_on_bad_settings, load_settings
 from operators.records import Kind, RawRecord
 from sinks.kafka_producer import ConfirmedProducer
 
@@ -54,13 +53,10 @@ def produce_demo(settings: Settings) -> Produced:
 
 
 def main() -> None:
-    try:
+    with exit_on_bad_settings():
         settings = load_settings()
         if not settings.kafka_brokers:
             raise SettingsError("invalid settings:\n  ENRICH_KAFKA_BROKERS: no broker given")
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None
     produced = produce_demo(settings)
     topics = ", ".join(repr(lookup.topic) for lookup in settings.lookups)
     print(

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable
 
 from operators.decode import DecodedBatch
 from operators.enrichment import Tally
+from operators.filters import FILTER_FIELD_MISSING
 from operators.records import DeadLetter, MissReason
 from telemetry import metrics
+
+log = logging.getLogger("enrich.filters")
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
 
 
 def record_tally(lookup: str, tally: Tally) -> None:
@@ -42,8 +50,25 @@ def record_dead_letters(letters: Iterable[DeadLetter]) -> None:
     counts: dict[str, int] = {}
     for letter in letters:
         counts[letter.reason] = counts.get(letter.reason, 0) + 1
+        if letter.reason == FILTER_FIELD_MISSING:
+            _warn_once(letter)
     for reason, count in counts.items():
         metrics.DEAD_LETTERS.labels(reason).inc(count)
+
+
+def _warn_once(letter: DeadLetter) -> None:
+    """One warning per filter and field, not per record: a typo would flood the log."""
+    with _warned_lock:
+        if letter.detail in _warned:
+            return
+        _warned.add(letter.detail)
+    log.warning(
+        "%s (first at %s); such records go to the dead letters with reason %s, counted in "
+        "enrich_dead_letters_total; fix the producer or the filter",
+        letter.detail,
+        letter.origin,
+        FILTER_FIELD_MISSING,
+    )
 
 
 def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:

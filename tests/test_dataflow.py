@@ -706,8 +706,10 @@ def test_filtered_events_never_reach_a_lookup_and_a_file_feeds_the_second(
         '{"key": "XLON", "value": {"name": "London", "country": "GB", "status": "OPEN"}}\n'
         '{"key": "XTKS", "value": {"name": "Tokyo", "country": "JP", "status": "CLOSED"}}\n'
     )
-    exchange = DEMO_LOOKUPS[1].model_copy(
-        update={
+    exchange = DEMO_LOOKUPS[1].model_validate(
+        DEMO_LOOKUPS[1].model_dump()
+        | {
+            "columns": {**DEMO_LOOKUPS[1].columns, "status": "str"},
             "file": exchanges,
             "filter": [Condition(field="status", op="==", value="OPEN")],
             "miss_policy": "pass_through",

@@ -197,7 +197,7 @@ def test_the_event_filter_runs_on_coerced_fields_and_drops_before_any_state() ->
     batch = [
         event(dumps({"security_id": "S1", "price": "150.5"})),
         event(dumps({"security_id": "S2", "price": 99})),
-        event(dumps({"security_id": "S3"})),
+        event(dumps({"security_id": "S3", "price": None})),
         reference(b"XLON", dumps({"country": "GB"}), "exchange"),
         reference(b"S9", dumps({"name": "Z", "status": "HALTED"})),
     ]

@@ -33,8 +33,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from dataflows import cluster
-from dataflows.settings import Settings, load_settings
+from dataflows import cluster, environment
+from dataflows.settings import Settings, SettingsError, check_dataflow, load_settings
 from reference.settings import PublisherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -344,6 +344,7 @@ def test_the_settings_accept_the_environment_the_pods_get(
     for name, value in environment("enrich-1").items():
         clean_env.setenv(name, value)
     settings = load_settings()
+    check_dataflow(settings)
     assert settings.sqlite_path == Path(sqlite_path)
     assert settings.source == "kafka"
     assert settings.database == "oracle"
@@ -359,6 +360,38 @@ def test_the_settings_accept_the_environment_the_pods_get(
     }
 
 
+@pytest.mark.parametrize(
+    "environment_of",
+    [statefulset_environment, waxctl_environment],
+    ids=["kubectl", "waxctl"],
+)
+def test_the_dataflow_pods_set_the_source_and_a_lost_one_is_refused(
+    clean_env: pytest.MonkeyPatch, environment_of: Callable[[str], dict[str, str]]
+) -> None:
+    """Unset, the source is the demo: a pod must never write synthetic rows into Oracle."""
+    env = environment_of("enrich-0")
+    assert env["ENRICH_SOURCE"] == "kafka"
+    assert env["ENRICH_DATABASE"] == "oracle"
+    assert "ENRICH_ALLOW_DEMO_INTO_ORACLE" not in env
+    for name, value in env.items():
+        if name != "ENRICH_SOURCE":
+            clean_env.setenv(name, value)
+    # The Secret's lookups name topics only, which the demo cannot serve...
+    with pytest.raises(SettingsError, match=r"ENRICH_LOOKUPS: .*the source is demo"):
+        check_dataflow(load_settings())
+    # ...and with the demo's own lookups, the demo is refused an Oracle sink.
+    clean_env.delenv("ENRICH_LOOKUPS")
+    with pytest.raises(SettingsError, match="ENRICH_SOURCE: the source is the demo"):
+        check_dataflow(load_settings())
+
+
+def test_the_source_is_set_where_the_dataflow_reads_it() -> None:
+    """The ConfigMap and the chart's values both name it; the publisher needs none."""
+    assert CONFIG["data"]["ENRICH_SOURCE"] == "kafka"
+    assert VALUES["env"]["ENRICH_SOURCE"] == "kafka"
+    assert {"configMapRef": {"name": CONFIG["metadata"]["name"]}} in MAIN["envFrom"]
+
+
 def every_enrich_variable() -> set[str]:
     sources = [
         CONFIG["data"],
@@ -371,12 +404,10 @@ def every_enrich_variable() -> set[str]:
 
 
 def test_every_enrich_variable_set_is_a_setting() -> None:
-    """Settings ignore unknown variables, so a misspelt one would go unnoticed."""
-    names = every_enrich_variable()
+    """A variable no program reads stops every program at start (exit 2)."""
+    names = every_enrich_variable() | set(env_values(PUBLISHER))
     # The ConfigMap serves the dataflow and the reference publisher alike.
-    known = set(Settings.model_fields) | set(PublisherSettings.model_fields)
-    unknown = {name for name in names if name.removeprefix("ENRICH_").lower() not in known}
-    assert not unknown
+    assert {name for name in names if name.startswith("ENRICH_")} <= environment.known_variables()
     publisher = {name.removeprefix("ENRICH_").lower() for name in env_values(PUBLISHER)}
     assert publisher <= set(PublisherSettings.model_fields)
 

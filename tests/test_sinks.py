@@ -197,7 +197,7 @@ def test_undeclared_fields_are_kept_as_sorted_compact_json(dialect: SqliteDialec
         ({"name": "1table"}, "1table"),
         ({"name": 'x"; DROP TABLE t; --'}, 'x"; DROP TABLE t; --'),
         ({"event_columns": (("bad-name", "str"),)}, "bad-name"),
-        ({"event_columns": (("a" * 31, "str"),)}, "a" * 31),
+        ({"event_columns": (("a" * 129, "str"),)}, "a" * 129),
         ({"reference_columns": (("_hidden", "str"),)}, "_hidden"),
         ({"event_columns": (("status", "str"),)}, "status"),
         ({"reference_columns": (("Attributes", "str"),)}, "Attributes"),
