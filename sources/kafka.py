@@ -173,7 +173,8 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
         self._config = dict(config)
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
-        self._commit_group = commit_group
+        # One per topic, shared by its partitions' consumers: one warning when commits fail.
+        self._report = None if commit_group is None else CommitReport(commit_group, topic)
         self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:
@@ -186,10 +187,6 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
     def _consumer(self, end_events: bool, report: CommitReport | None = None) -> Consumer:
         return Consumer(consumer_config(self._brokers, self._config, end_events, report))
 
-    def _commit_report(self) -> CommitReport | None:
-        """One per partition's consumer: each reports its own commits."""
-        return None if self._commit_group is None else CommitReport(self._commit_group)
-
 
 class EventSource(_TopicSource):
     """The events topic, resumed from the offsets in the recovery store."""
@@ -200,7 +197,7 @@ class EventSource(_TopicSource):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
-        report = self._commit_report()
+        report = self._report
         return _Partition(
             self._consumer(self._stop_at_end, report),
             Kind.EVENT,
@@ -222,7 +219,7 @@ class ReferenceSource(_TopicSource):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
-        report = self._commit_report()
+        report = self._report
         return _Partition(
             self._consumer(True, report),
             Kind.REFERENCE,

@@ -51,14 +51,16 @@ def commit_config(report: CommitReport | None) -> dict[str, Any]:
 
 
 class CommitReport:
-    """librdkafka's `on_commit` for one consumer: counts failures, says when they start and end.
+    """librdkafka's `on_commit` for the consumers of one topic: counts failures, and says
+    when they start and end.
 
     A failed commit costs nothing but stale progress in lag tools, so the flow
-    goes on; one warning per run of failures, not one per epoch.
+    goes on; one warning per run of failures, not one per partition and epoch.
     """
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, topic: str) -> None:
         self.group = group
+        self._topic = topic
         self._failing = False
 
     def committed(self, error: KafkaError | None, partitions: list[TopicPartition]) -> None:
@@ -69,7 +71,7 @@ class CommitReport:
 
     def report(self, where: str, failure: str | None) -> None:
         if failure is not None:
-            KAFKA_COMMIT_ERRORS.inc()
+            KAFKA_COMMIT_ERRORS.labels(topic=self._topic).inc()
             if not self._failing:
                 log.warning(
                     "cannot commit %s to consumer group %r (%s): lag tools show older "

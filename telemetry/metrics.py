@@ -102,5 +102,6 @@ KAFKA_LAG = Gauge(
 )
 KAFKA_COMMIT_ERRORS = Counter(
     "enrich_kafka_commit_errors_total",
-    "Failed commits of completed snapshots' offsets to ENRICH_KAFKA_COMMIT_GROUP.",
+    "Failed commits of completed snapshots' offsets to ENRICH_KAFKA_COMMIT_GROUP, by topic.",
+    ["topic"],
 )

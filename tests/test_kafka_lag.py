@@ -7,7 +7,9 @@ back the way `kafka-consumer-groups` does: `committed()` of the group.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import sqlite3
 import time
 import uuid
 from datetime import timedelta
@@ -125,6 +127,38 @@ def test_without_a_commit_group_nothing_is_committed(kafka: MockKafka, tmp_path:
     for topic in (events, reference):
         assert committed(kafka, kafka_progress.UNUSED_GROUP, topic) == {}
         assert [lag(topic, p) for p in range(PARTITIONS)] == [0.0] * PARTITIONS
+
+
+def test_failing_commits_are_loud_and_the_run_goes_on(
+    kafka: MockKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A group another consumer has joined refuses the flow's commits (unknown member)."""
+    events, reference, group = unique("events"), unique("reference"), unique("group")
+    fill(kafka, events, EVENT_COUNTS)
+    fill(kafka, reference, REFERENCE_COUNTS, reference=True)
+    rival = Consumer(
+        {"bootstrap.servers": kafka.bootstrap, "group.id": group, "session.timeout.ms": "6000"}
+    )
+    rival.subscribe([events])
+    deadline = time.monotonic() + 30
+    while not rival.assignment():
+        rival.poll(0.1)
+        assert time.monotonic() < deadline, "the rival never joined its group"
+    try:
+        with caplog.at_level(logging.INFO, logger="enrich.kafka"):
+            run(kafka, tmp_path, events, reference, kafka_commit_group=group)
+    finally:
+        rival.close()
+
+    errors = REGISTRY.get_sample_value("enrich_kafka_commit_errors_total", {"topic": events})
+    assert errors and errors >= 1
+    said = [r.getMessage() for r in caplog.records if r.name == "enrich.kafka"]
+    about_events = [line for line in said if f"{events}[" in line]
+    assert len(about_events) == 1, said
+    assert group in about_events[0] and "Unknown member" in about_events[0]
+    with sqlite3.connect(tmp_path / "enriched.sqlite") as db:
+        (stored,) = db.execute("SELECT COUNT(*) FROM enriched_events").fetchone()
+    assert stored == sum(EVENT_COUNTS)
 
 
 def test_lag_counts_the_backlog_left_to_read(
