@@ -16,6 +16,8 @@ and it has no signal for "this partition has reached the end it saw at start".
   it saw at start it sends `CaughtUp`, telling the join its rows are complete.
   librdkafka's end-of-partition event is that signal: unlike comparing offsets
   with the high watermark, it also holds for transaction markers.
+- Each partition publishes its consumer lag and, with a commit group, commits
+  its completed snapshots (sources/kafka_progress.py).
 """
 
 from __future__ import annotations
@@ -105,6 +107,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
     def next_batch(self) -> list[RawRecord | CaughtUp]:
         self._progress.batch_started()
         if self._done:
+            # With commits on, end only once the snapshot of the end is committed.
             if self._progress.settled(self._position()):
                 raise StopIteration
             return []
@@ -147,6 +150,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         return state
 
     def _position(self) -> int | None:
+        """What a snapshot taken now holds."""
         if self._next < 0:
             # Nothing read yet, so the start is still symbolic (beginning or end).
             return self._replay_below or None

@@ -24,7 +24,7 @@ from flowrun import flow_env, init_recovery, kill_group, start_flow, tail
 from prometheus_client import REGISTRY
 
 from dataflows.flow import build_flow
-from dataflows.settings import DEMO_LOOKUPS, load_settings
+from dataflows.settings import DEMO_LOOKUPS, SettingsError, load_settings
 from recovery_store.resume import resume_point, resume_snapshots
 from recovery_store.store import read_store
 from recovery_store.unpickle import loads
@@ -268,3 +268,8 @@ def test_commits_never_run_ahead_of_what_a_restart_resumes_from(
     for partition, offset in progress.items():
         assert offset <= resumes[partition], (partition, progress, resumes)
     assert sum(progress.values()) < sum(counts), "killed too late to show anything"
+
+
+def test_an_empty_commit_group_is_refused_naming_the_variable() -> None:
+    with pytest.raises(SettingsError, match="ENRICH_KAFKA_COMMIT_GROUP"):
+        load_settings(kafka_commit_group="")
