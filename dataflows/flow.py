@@ -105,18 +105,24 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
     """The events topic and each lookup's reference topic, by the step id that reads each."""
     config = settings.kafka_client_config()
     topic_args = (config, settings.kafka_batch_size, settings.kafka_stop_at_end)
+    commit_group = settings.kafka_commit_group
     inputs: dict[str, Source[Any]] = {
         "events_in": EventSource(
             settings.kafka_brokers,
             settings.kafka_events_topic,
             *topic_args,
+            commit_group=commit_group,
             start=OFFSET_BEGINNING if settings.kafka_events_start == "earliest" else OFFSET_END,
         )
     }
     for lookup in settings.lookups:
         if lookup.file is None and lookup.topic is not None:
             inputs[f"reference_in_{lookup.name}"] = ReferenceSource(
-                settings.kafka_brokers, lookup.topic, *topic_args, lookup=lookup.name
+                settings.kafka_brokers,
+                lookup.topic,
+                *topic_args,
+                commit_group=commit_group,
+                lookup=lookup.name,
             )
     return inputs
 

@@ -219,6 +219,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     kafka_events_start: Literal["earliest", "latest"] = "earliest"
     kafka_batch_size: int = Field(5_000, gt=0)
     kafka_stop_at_end: bool = False
+    kafka_commit_group: str | None = Field(None, min_length=1, max_length=249)
     dead_letter_topic: str | None = None
     enriched_topic: str | None = None
 

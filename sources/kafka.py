@@ -16,6 +16,8 @@ and it has no signal for "this partition has reached the end it saw at start".
   it saw at start it sends `CaughtUp`, telling the join its rows are complete.
   librdkafka's end-of-partition event is that signal: unlike comparing offsets
   with the high watermark, it also holds for transaction markers.
+- Each partition publishes its consumer lag and, with a commit group, commits
+  its completed snapshots (sources/kafka_progress.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from operators.records import CaughtUp, Kind, RawRecord
+from sources.kafka_progress import CommitReport, PartitionProgress, commit_config
 
 _POLL_SECONDS = 0.001
 """How long one poll waits for messages; Bytewax's own Kafka partition uses the same."""
@@ -44,13 +47,17 @@ def parse_origin(text: str) -> tuple[str, int, int] | None:
 
 
 def consumer_config(
-    brokers: Iterable[str], config: Mapping[str, str], end_events: bool
-) -> dict[str, str]:
+    brokers: Iterable[str],
+    config: Mapping[str, str],
+    end_events: bool,
+    report: CommitReport | None = None,
+) -> dict[str, Any]:
     """A consumer that is assigned partitions and keeps its offsets elsewhere."""
     return {
         "bootstrap.servers": ",".join(brokers),
-        # Offsets live in the recovery store or nowhere; the group is never joined.
-        "group.id": "enrich-unused",
+        # Offsets live in the recovery store; the group is never joined, and its
+        # commits (sources/kafka_progress.py) are never read back.
+        **commit_config(report),
         "enable.auto.commit": "false",
         "enable.partition.eof": str(end_events).lower(),
         # librdkafka's 500 ms lets a fetch wait that long for data; the
@@ -81,6 +88,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         stop_at_end: bool,
         replay_below: int = 0,
         caught_up: CaughtUp | None = None,
+        report: CommitReport | None = None,
     ) -> None:
         self._consumer = consumer
         self._kind = kind
@@ -93,11 +101,16 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         self._caught_up = caught_up
         self._lookup = "" if caught_up is None else caught_up.lookup
         self._done = False
+        self._progress = PartitionProgress(consumer, topic, index, report)
         consumer.assign([TopicPartition(topic, index, start)])
 
     def next_batch(self) -> list[RawRecord | CaughtUp]:
+        self._progress.batch_started()
         if self._done:
-            raise StopIteration
+            # With commits on, end only once the snapshot of the end is committed.
+            if self._progress.settled(self._position()):
+                raise StopIteration
+            return []
         batch: list[RawRecord | CaughtUp] = []
         append = batch.append
         kind, topic, index, replay_below = self._kind, self._topic, self._index, self._replay_below
@@ -128,9 +141,16 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
                 break
         if offset >= 0:
             self._next = offset + 1
+        self._progress.read_up_to(self._next, now=self._done)
         return batch
 
     def snapshot(self) -> int | None:
+        state = self._position()
+        self._progress.snapshot_taken(state)
+        return state
+
+    def _position(self) -> int | None:
+        """What a snapshot taken now holds."""
         if self._next < 0:
             # Nothing read yet, so the start is still symbolic (beginning or end).
             return self._replay_below or None
@@ -150,12 +170,15 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
         config: Mapping[str, str],
         batch_size: int,
         stop_at_end: bool,
+        commit_group: str | None = None,
     ) -> None:
         self._brokers = list(brokers)
         self._topic = topic
         self._config = dict(config)
         self._batch_size = batch_size
         self._stop_at_end = stop_at_end
+        # One per topic, shared by its partitions' consumers: one warning when commits fail.
+        self._report = None if commit_group is None else CommitReport(commit_group, topic)
         self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:
@@ -165,8 +188,8 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
             self._parts = listing.list_parts()
         return self._parts
 
-    def _consumer(self, end_events: bool) -> Consumer:
-        return Consumer(consumer_config(self._brokers, self._config, end_events))
+    def _consumer(self, end_events: bool, report: CommitReport | None = None) -> Consumer:
+        return Consumer(consumer_config(self._brokers, self._config, end_events, report))
 
 
 class EventSource(_TopicSource):
@@ -178,14 +201,16 @@ class EventSource(_TopicSource):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
+        report = self._report
         return _Partition(
-            self._consumer(self._stop_at_end),
+            self._consumer(self._stop_at_end, report),
             Kind.EVENT,
             self._topic,
             index,
             self._start if resume_state is None else resume_state,
             self._batch_size,
             self._stop_at_end,
+            report=report,
         )
 
 
@@ -198,8 +223,9 @@ class ReferenceSource(_TopicSource):
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
+        report = self._report
         return _Partition(
-            self._consumer(True),
+            self._consumer(True, report),
             Kind.REFERENCE,
             self._topic,
             index,
@@ -208,4 +234,5 @@ class ReferenceSource(_TopicSource):
             self._stop_at_end,
             replay_below=resume_state or 0,
             caught_up=CaughtUp(f"{self._topic}/{index}", len(self.list_parts()), self._lookup),
+            report=report,
         )

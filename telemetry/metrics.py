@@ -94,3 +94,14 @@ REPLAYED_INVALID = Counter(
     "enrich_replayed_invalid_total",
     "Invalid reference records met again while rebuilding rows; dead-lettered on first read.",
 )
+KAFKA_LAG = Gauge(
+    "enrich_kafka_consumer_lag",
+    "Records in a Kafka partition the dataflow reads that it has not read yet: the high "
+    "watermark librdkafka last fetched minus the next offset to read, by topic and partition.",
+    ["topic", "partition"],
+)
+KAFKA_COMMIT_ERRORS = Counter(
+    "enrich_kafka_commit_errors_total",
+    "Failed commits of completed snapshots' offsets to ENRICH_KAFKA_COMMIT_GROUP, by topic.",
+    ["topic"],
+)

@@ -63,7 +63,24 @@ def load_all(path: Path) -> list[Doc]:
 
 
 KUSTOMIZATION: Doc = load_all(K8S / "kustomization.yaml")[0]
-MANIFESTS = [doc for name in KUSTOMIZATION["resources"] for doc in load_all(K8S / name)]
+
+
+def generated_config_maps() -> list[Doc]:
+    """The ConfigMaps kustomize builds from files, as it builds them (no name suffix)."""
+    maps = []
+    for spec in KUSTOMIZATION.get("configMapGenerator", []):
+        options = spec.get("options", {})
+        assert options.get("disableNameSuffixHash"), "a hashed name cannot be referred to"
+        data = {Path(name).name: (K8S / name).read_text() for name in spec["files"]}
+        metadata = {"name": spec["name"], "labels": options.get("labels", {})}
+        maps.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    return maps
+
+
+MANIFESTS = [
+    *(doc for name in KUSTOMIZATION["resources"] for doc in load_all(K8S / name)),
+    *generated_config_maps(),
+]
 [SECRET] = load_all(K8S / "secret.template.yaml")
 [VALUES] = load_all(K8S / "waxctl" / "values.yaml")
 
