@@ -1,8 +1,10 @@
 """`enrich-recovery DIR` / `python -m recovery_store DIR`: inspect recovery partitions.
 
 Exit status: 0 when the store reads and Bytewax could resume from it; 1 when
-it reads but Bytewax would refuse to resume (the problems are printed); 2 when
-it cannot be read or a snapshot is refused, with the reason on stderr.
+it reads but Bytewax would refuse to resume, or a waiting event's content is
+invalid (the problems are printed); 2 when it cannot be read, may not be
+trusted (see `recovery_store.trust`) or a snapshot is refused, with the
+reason on stderr.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.key is not None:
             key_report = build_key_report(store, args.key)
             print(as_json(key_report) if args.json else key_as_text(key_report))
-            return OK
+            return PROBLEMS if key_report.problems else OK
         report = build_report(store, args.top)
     except (StoreError, SnapshotError) as exc:
         print(f"enrich-recovery: {exc}", file=sys.stderr)

@@ -1,10 +1,16 @@
 """Read Bytewax 0.21 recovery partitions without ever writing to them.
 
-Each partition is an SQLite file (`part-N.sqlite3`) in WAL mode. Opening it
-with a `mode=ro` URI lets a running dataflow keep writing while we read, and
-reading each file inside one transaction gives a consistent view of that
-file. Partitions are separate files, so two of them may be read an epoch
-apart while a dataflow runs.
+Each partition is an SQLite file (`part-N.sqlite3`) in WAL mode. While a
+dataflow has it open, its `-wal` and `-shm` files exist, and a `mode=ro` URI
+reads through them, so the dataflow keeps writing while we read. Without
+them, a `mode=ro` open would create them; the file is then opened
+`immutable=1`, which reads the file alone and creates nothing. Reading each
+file inside one transaction gives a consistent view of that file. Partitions
+are separate files, so two of them may be read an epoch apart while a
+dataflow runs.
+
+A store is opened only when `recovery_store.trust` finds it safe: its files
+are regular files, and no one else can write them.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from recovery_store import trust
 
 PARTITION_GLOB = "*.sqlite3"
 TABLES = frozenset({"parts", "exs", "fronts", "commits", "snaps"})
@@ -86,9 +94,15 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _live(path: Path) -> bool:
+    """Whether a dataflow has the partition open (or was killed with it open)."""
+    return all(path.with_name(f"{path.name}-{kind}").exists() for kind in ("wal", "shm"))
+
+
 @contextmanager
 def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    mode = "mode=ro" if _live(path) else "mode=ro&immutable=1"
+    uri = f"{path.resolve().as_uri()}?{mode}"
     with closing(
         sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     ) as conn:
@@ -138,6 +152,10 @@ def read_store(directory: Path) -> Store:
         raise StoreError(f"{directory} does not exist")
     if not directory.is_dir():
         raise StoreError(f"{directory} is not a directory")
+    try:
+        trust.check(directory)
+    except trust.UntrustedStore as exc:
+        raise StoreError(str(exc)) from None
     paths = sorted(directory.glob(PARTITION_GLOB))
     if not paths:
         raise StoreError(
