@@ -26,6 +26,8 @@ from recovery_store import trust
 PARTITION_GLOB = "*.sqlite3"
 TABLES = frozenset({"parts", "exs", "fronts", "commits", "snaps"})
 BUSY_TIMEOUT_SECONDS = 5.0
+NO_DATA = "CASE WHEN ser_change IS NULL THEN NULL ELSE X'' END"
+"""A snapshot's bytes left unread: a stored state reads as b"", a discard still as None."""
 
 
 class StoreError(Exception):
@@ -113,7 +115,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-def _read_partition(path: Path, store: Store) -> None:
+def _read_partition(path: Path, store: Store, with_data: bool) -> None:
     with _read_only(path) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         missing = ", ".join(sorted(TABLES - tables))
@@ -138,16 +140,20 @@ def _read_partition(path: Path, store: Store) -> None:
         store.commits.extend(
             Commit(*row) for row in conn.execute("SELECT part_index, commit_epoch FROM commits")
         )
+        change = "ser_change" if with_data else NO_DATA
         store.snapshots.extend(
             Snapshot(step_id, key, epoch, data, index)
             for step_id, key, epoch, data in conn.execute(
-                "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps"
+                f"SELECT step_id, state_key, snap_epoch, {change} FROM snaps"
             )
         )
 
 
-def read_store(directory: Path) -> Store:
-    """Every table of every partition in `directory`, or a StoreError saying why not."""
+def read_store(directory: Path, with_data: bool = True) -> Store:
+    """Every table of every partition in `directory`, or a StoreError saying why not.
+
+    `with_data=False` reads snapshots' keys and epochs without their bytes.
+    """
     if not directory.exists():
         raise StoreError(f"{directory} does not exist")
     if not directory.is_dir():
@@ -165,7 +171,7 @@ def read_store(directory: Path) -> Store:
     store = Store(directory, [], [], [], [], [])
     for path in paths:
         try:
-            _read_partition(path, store)
+            _read_partition(path, store, with_data)
         except sqlite3.Error as exc:
             raise StoreError(f"{path} cannot be read as a recovery partition: {exc}") from None
     store.partitions.sort(key=lambda part: part.index)
