@@ -89,16 +89,18 @@ def flow_layout(flow: Dataflow, shard_names: list[str]) -> dict[str, StepLayout]
     }
 
 
-def problems(directory: Path, flow: Dataflow, shard_names: list[str]) -> str | None:
+def problems(
+    directory: Path, flow: Dataflow, shard_names: list[str], trusted_group: int | None = None
+) -> str | None:
     """Why the run must not open `directory`, as a message for a person; None when it may."""
     try:
-        trust.check(directory)
+        trust.check(directory, trusted_group)
     except trust.UntrustedStore as exc:
         return str(exc)
     if not directory.is_dir():
         return None  # Bytewax says so itself.
     try:
-        store = read_store(directory, with_data=False)
+        store = read_store(directory, with_data=False, trusted_group=trusted_group)
     except StoreError:
         return None  # Bytewax says what is wrong with the partitions itself.
     found = changes(store, flow_layout(flow, shard_names))
@@ -123,7 +125,9 @@ def refuse_unsafe_store(flow: Dataflow, settings: Settings) -> None:
     directory = recovery_directory()
     if directory is None:
         return
-    message = problems(directory, flow, routing.names(settings.shards))
+    message = problems(
+        directory, flow, routing.names(settings.shards), settings.recovery_trusted_group
+    )
     if message is not None:
         print(f"enrich: {message}", file=sys.stderr)
         raise SystemExit(EXIT_REFUSED)

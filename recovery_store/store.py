@@ -149,17 +149,18 @@ def _read_partition(path: Path, store: Store, with_data: bool) -> None:
         )
 
 
-def read_store(directory: Path, with_data: bool = True) -> Store:
+def read_store(directory: Path, with_data: bool = True, trusted_group: int | None = None) -> Store:
     """Every table of every partition in `directory`, or a StoreError saying why not.
 
-    `with_data=False` reads snapshots' keys and epochs without their bytes.
+    `with_data=False` reads snapshots' keys and epochs without their bytes;
+    `trusted_group` may write the store (see `trust.findings`).
     """
     if not directory.exists():
         raise StoreError(f"{directory} does not exist")
     if not directory.is_dir():
         raise StoreError(f"{directory} is not a directory")
     try:
-        trust.check(directory)
+        trust.check(directory, trusted_group)
     except trust.UntrustedStore as exc:
         raise StoreError(str(exc)) from None
     paths = sorted(directory.glob(PARTITION_GLOB))

@@ -71,9 +71,9 @@ def test_a_private_store_is_trusted(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("target", "mode", "problem"),
     [
-        (".", 0o775, "writable by group (mode drwxrwxr-x)"),
+        (".", 0o775, "writable by group (mode drwxrwxr-x, group "),
         (".", 0o1777, "writable by group and others"),
-        ("part-0.sqlite3", 0o646, "writable by others (mode -rw-r--rw-)"),
+        ("part-0.sqlite3", 0o646, "writable by others (mode -rw-r--rw-, group "),
         ("part-0.sqlite3-wal", 0o664, "writable by group"),
     ],
 )
@@ -88,7 +88,7 @@ def test_what_others_can_write_is_found(
     [finding] = trust.findings(store)
     assert finding.path.resolve() == path
     assert problem in finding.problem
-    assert finding.fix == f"chmod go-w {store / target if target != '.' else store}"
+    assert finding.fix.startswith(f"chmod go-w {store / target if target != '.' else store}")
 
 
 @as_root
@@ -113,6 +113,25 @@ def test_links_and_special_files_named_like_partitions_are_found(tmp_path: Path)
         ("part-2.sqlite3", "cannot be checked: No such file or directory"),
         ("part-3.sqlite3", "is not a regular file"),
     ], "a link to a private partition is fine"
+
+
+def test_a_trusted_group_may_write_but_others_still_may_not(tmp_path: Path) -> None:
+    """A Kubernetes fsGroup makes the volume group-writable by the pod's own group."""
+    init_recovery(tmp_path)
+    store = tmp_path / "recovery"
+    group = store.stat().st_gid
+    store.chmod(0o2775)
+    (store / "part-0.sqlite3").chmod(0o664)
+    [finding, _] = trust.findings(store)
+    assert finding.fix == (
+        f"chmod go-w {store}, or ENRICH_RECOVERY_TRUSTED_GROUP={group} if only this "
+        "dataflow's processes are in that group (a Kubernetes fsGroup)"
+    )
+    assert trust.findings(store, trusted_group=group) == []
+    assert len(trust.findings(store, trusted_group=group + 1)) == 2
+    (store / "part-0.sqlite3").chmod(0o666)
+    [finding] = trust.findings(store, trusted_group=group)
+    assert finding.problem.startswith("writable by others")
 
 
 def test_without_bytewax_run_no_recovery_directory_is_guessed() -> None:
@@ -145,7 +164,8 @@ def test_the_dataflow_refuses_a_store_others_can_write_before_bytewax_opens_it(
     assert_refused(
         done,
         f"enrich: refusing the recovery store {store}: Bytewax unpickles its snapshots",
-        f"{store}: writable by group and others (mode drwxrwxrwx); fix: chmod go-w {store}",
+        f"{store}: writable by group and others (mode drwxrwxrwx, group {store.stat().st_gid}); "
+        f"fix: chmod go-w {store}\n",
     )
     assert not marker.exists()
     assert executions(store) == 1, "Bytewax never started an execution on it"
@@ -175,6 +195,17 @@ def test_the_store_named_by_bytewax_environment_variables_is_checked_too(tmp_pat
     )
     assert_refused(done, f"{store / 'part-0.sqlite3'}: writable by group")
     assert executions(store) == 0
+
+
+def test_the_dataflow_runs_on_a_store_its_trusted_group_may_write(tmp_path: Path) -> None:
+    args = init_recovery(tmp_path)
+    store = tmp_path / "recovery"
+    store.chmod(0o2775)
+    (store / "part-0.sqlite3").chmod(0o664)
+    assert_refused(run(tmp_path, args), f"{store}: writable by group")
+    done = run(tmp_path, args, recovery_trusted_group=store.stat().st_gid)
+    assert done.returncode == 0, done.stderr[-3_000:]
+    assert executions(store) == 1
 
 
 @as_root

@@ -584,3 +584,16 @@ def test_a_store_others_can_write_is_refused(
     assert code == 2 and out == ""
     assert "Bytewax unpickles its snapshots" in err
     assert problem in err and fix.format(d=store) in err
+
+
+def test_the_inspector_reads_a_store_its_trusted_group_may_write(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.chmod(0o775)
+    group = str(store.stat().st_gid)
+    assert run_main(capsys, store)[0] == 2
+    assert run_main(capsys, store, "--trusted-group", group)[0] == 0
+    monkeypatch.setenv("ENRICH_RECOVERY_TRUSTED_GROUP", group)
+    assert run_main(capsys, store)[0] == 0
+    store.chmod(0o777)
+    assert run_main(capsys, store)[0] == 2
