@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 from bytewax.dataflow import Dataflow, Operator
@@ -22,8 +23,8 @@ from bytewax.outputs import FixedPartitionedSink
 from dataflows.settings import Settings
 from operators import routing
 from recovery_store import trust
-from recovery_store.layout import StepLayout, changes
-from recovery_store.store import StoreError, read_store
+from recovery_store.layout import Change, StepLayout, changes, waiting_events
+from recovery_store.store import Store, StoreError, read_store
 from sources.kafka import EventSource, ReferenceSource
 
 EXIT_REFUSED = 2
@@ -89,6 +90,19 @@ def flow_layout(flow: Dataflow, shard_names: list[str]) -> dict[str, StepLayout]
     }
 
 
+def _that_lose_events(found: list[Change], store: Store) -> list[Change]:
+    """Bytewax drops the state of a step that is gone: that matters only where events wait."""
+    kept: list[Change] = []
+    for change in found:
+        if change.now is not None:
+            kept.append(change)
+        else:
+            waiting = waiting_events(store, change.step_id)
+            if waiting != 0:
+                kept.append(replace(change, waiting=waiting))
+    return kept
+
+
 def problems(
     directory: Path, flow: Dataflow, shard_names: list[str], trusted_group: int | None = None
 ) -> str | None:
@@ -104,6 +118,8 @@ def problems(
     except StoreError:
         return None  # Bytewax says what is wrong with the partitions itself.
     found = changes(store, flow_layout(flow, shard_names))
+    if any(change.now is None for change in found):
+        found = _that_lose_events(found, read_store(directory, trusted_group=trusted_group))
     if not found:
         return None
     lines = "\n".join(f"  {change}" for change in found)

@@ -5,10 +5,11 @@ whose stored partition key is not among the partitions the step lists now
 (another dead-letter path, fewer sink partitions or demo partitions) stops
 the resume with a panic ("not in this worker's routing map"); a stateful
 step's state under a key the routing no longer uses (another shard count)
-or a step that is gone (a lookup removed) would strand the events waiting
-there. This compares the keys a restart would load with the keys the new
-dataflow has, before Bytewax opens the store, so the run can refuse with
-what changed and what to do instead.
+would strand the events waiting there, and so would a step that is gone (a
+lookup removed), whose state Bytewax drops without a word. This compares
+the keys a restart would load with the keys the new dataflow has, before
+Bytewax opens the store, so the run can refuse with what changed and what
+to do instead.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from recovery_store.resume import resume_point, resume_snapshots
 from recovery_store.store import Store
+from recovery_store.unpickle import loads
 
 MAX_KEYS_SHOWN = 8
 
@@ -43,12 +45,20 @@ class Change:
     """Stored keys the new dataflow has no place for."""
     now: list[str] | None
     """The keys the new dataflow has; None when the step is gone from it."""
+    waiting: int | None = 0
+    """For a step that is gone: the events its state holds, which a resume would drop;
+    None when its state cannot be decoded."""
 
     def __str__(self) -> str:
         if self.now is None:
+            held = (
+                "state that cannot be decoded, which may be waiting events"
+                if self.waiting is None
+                else f"{self.waiting} waiting events"
+            )
             return (
-                f"step {self.step_id!r}: the store holds its state for {_keys(self.orphans)}, "
-                "and this dataflow has no such step (a lookup or an output removed?)"
+                f"step {self.step_id!r} is gone from this dataflow (a lookup removed?), and "
+                f"its state holds {held} that a resume would drop"
             )
         return (
             f"step {self.step_id!r} ({self.settings}): the store holds state for "
@@ -72,8 +82,30 @@ def resumed_keys(store: Store) -> dict[str, set[str]]:
     return dict(keys)
 
 
+def waiting_events(store: Store, step_id: str) -> int | None:
+    """How many events the state of `step_id` that a restart would load holds; None if unknown.
+
+    Only a stateful enrichment step's state is a list (of waiting events);
+    offsets and sink positions are numbers or None. Decoded with the
+    restricted unpickler, so only call it on a store `trust` accepted.
+    """
+    total = 0
+    for snap in resume_snapshots(store, resume_point(store)):
+        if snap.step_id == step_id and snap.data is not None:
+            try:
+                state = loads(snap.data)
+            except Exception:  # Whatever the bytes are, they are not state of ours.
+                return None
+            total += len(state) if isinstance(state, list) else 0
+    return total
+
+
 def changes(store: Store, layout: Mapping[str, StepLayout]) -> list[Change]:
-    """Steps whose stored keys the new dataflow cannot take; empty when it can resume."""
+    """Steps whose stored keys the new dataflow cannot take; empty when it can resume.
+
+    A step that is gone is listed with `now` None; `waiting_events` tells
+    whether dropping its state loses anything.
+    """
     found: list[Change] = []
     for step_id, stored in sorted(resumed_keys(store).items()):
         step = layout.get(step_id)

@@ -22,6 +22,8 @@ import pytest
 from flowrun import ROOT, flow_env, init_recovery
 
 from dataflows.recovery_guard import recovery_directory
+from operators.enrichment import Pending
+from operators.records import Event
 from recovery_store import trust
 
 RUN_TIMEOUT = 120.0
@@ -298,3 +300,36 @@ def test_a_layout_the_store_fits_resumes(tmp_path: Path, finished: tuple[Path, l
         done, store = resume_with(tmp_path / str(len(changed)), finished, **changed)
         assert done.returncode == 0, done.stderr[-3_000:]
         assert executions(store) == 2
+
+
+def add_state(store: Path, step_id: str, state: object) -> None:
+    """A snapshot of a step the dataflow no longer has, loaded by a resume."""
+    with closing(sqlite3.connect(store / "part-0.sqlite3")) as conn:
+        conn.execute(
+            "INSERT OR REPLACE INTO snaps (step_id, state_key, snap_epoch, ser_change) "
+            "VALUES (?, '00', 1, ?)",
+            (step_id, pickle.dumps(state)),
+        )
+        conn.commit()
+
+
+def test_a_step_that_is_gone_is_refused_only_when_events_wait_in_it(
+    tmp_path: Path, finished: tuple[Path, list[str]]
+) -> None:
+    """Bytewax drops a gone step's state silently: fine for offsets, not for waiting events."""
+    work, args = finished
+    copy = tmp_path / "recovery"
+    subprocess.run(["cp", "-a", str(work / "recovery"), str(copy)], check=True)
+    args = [str(copy) if arg == str(work / "recovery") else arg for arg in args]
+    add_state(copy, "enrich.reference_in_gone", 1234)
+    add_state(copy, "enrich.enrich_gone", [])
+    done = run(tmp_path, args, dead_letter_path=work / "dead_letters.jsonl")
+    assert done.returncode == 0, done.stderr[-3_000:]
+
+    event = Event("e1", "A", None, {"security_id": "A"}, "demo/event/0/1")
+    add_state(copy, "enrich.enrich_gone", [Pending(event, 1.0, 2.0), Pending(event, 1.0, 2.0)])
+    assert_refused(
+        run(tmp_path, args, dead_letter_path=work / "dead_letters.jsonl"),
+        "step 'enrich.enrich_gone' is gone from this dataflow (a lookup removed?), and its "
+        "state holds 2 waiting events that a resume would drop",
+    )
