@@ -51,7 +51,7 @@ def waiting(lookup_id: str, event_id: str, arrived: float) -> Pending:
 
 
 def new_store(directory: Path, partitions: int) -> Path:
-    directory.mkdir()
+    directory.mkdir(mode=0o700)  # whatever the umask: a store others can write is refused
     init_db_dir(directory, partitions)
     return directory
 
@@ -366,12 +366,13 @@ def test_every_enrichment_snapshot_decodes_to_what_was_pickled(states: list[Pend
 
 
 def write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_bytes(data)
+    path.chmod(0o600)
 
 
 def non_bytewax_sqlite(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE snaps (x)")
 
@@ -381,7 +382,7 @@ def non_bytewax_sqlite(path: Path) -> None:
     [
         (lambda d: None, "does not exist"),
         (lambda d: write_file(d, b"not a directory"), "is not a directory"),
-        (lambda d: d.mkdir(), "holds no recovery partitions"),
+        (lambda d: d.mkdir(mode=0o700), "holds no recovery partitions"),
         (
             lambda d: write_file(d / "part-0.sqlite3", os.urandom(4096)),
             "cannot be read as a recovery partition: file is not a database",
