@@ -268,7 +268,7 @@ def test_a_changed_dead_letter_path_is_refused_with_what_changed(
         f"'{work / 'dead_letters.jsonl'}', which this dataflow does not have (it has "
         f"'{new_path}')",
         "Either run again with the settings the store was written with",
-        "python -m bytewax.recovery DIR COUNT",
+        "(mkdir -m 700 DIR && python -m bytewax.recovery DIR COUNT)",
     )
     assert executions(store) == 1, "refused before Bytewax opened the store"
 
