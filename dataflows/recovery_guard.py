@@ -67,7 +67,11 @@ def _settings_of(step_id: str) -> str:
 
 
 def _keys(step: Operator, shard_names: list[str]) -> frozenset[str] | None:
-    """The state keys `step` can take; None for a Kafka topic, whose partitions only it knows."""
+    """The state keys `step` can take; None where they are not compared.
+
+    A Kafka topic's partitions only the cluster knows; a step without state
+    drops whatever the store holds for it, as Bytewax does.
+    """
     source = getattr(step, "source", None)
     if isinstance(source, EventSource | ReferenceSource):
         return None
@@ -79,7 +83,7 @@ def _keys(step: Operator, shard_names: list[str]) -> frozenset[str] | None:
     if hasattr(step, "builder"):
         # Every stateful step of this dataflow is keyed by enrichment shard.
         return frozenset(shard_names)
-    return frozenset() if source is not None or sink is not None else None
+    return None  # No state (a Kafka producer): Bytewax ignores what the store holds for it.
 
 
 def flow_layout(flow: Dataflow, shard_names: list[str]) -> dict[str, StepLayout]:
@@ -124,8 +128,8 @@ def problems(
         return None
     lines = "\n".join(f"  {change}" for change in found)
     return (
-        f"the recovery store {directory} was written by a dataflow laid out differently, "
-        f"so Bytewax cannot resume from it:\n{lines}\n"
+        f"the recovery store {directory} was written by a dataflow laid out differently; "
+        f"a resume would stop in Bytewax's panic or lose the state named here:\n{lines}\n"
         "Either run again with the settings the store was written with, or resume nothing: "
         "start with a new, empty recovery directory (mkdir -m 700 DIR && python -m "
         "bytewax.recovery DIR COUNT) and "

@@ -263,7 +263,8 @@ def test_a_changed_dead_letter_path_is_refused_with_what_changed(
     done, store = resume_with(tmp_path, finished, dead_letter_path=new_path)
     assert_refused(
         done,
-        f"enrich: the recovery store {store} was written by a dataflow laid out differently",
+        f"enrich: the recovery store {store} was written by a dataflow laid out differently; "
+        "a resume would stop in Bytewax's panic or lose the state named here:",
         f"step 'enrich.dead_letter_out' (ENRICH_DEAD_LETTER_PATH): the store holds state for "
         f"'{work / 'dead_letters.jsonl'}', which this dataflow does not have (it has "
         f"'{new_path}')",
