@@ -131,7 +131,7 @@ def init_recovery(directory: Path, pod: Pod, parts: int) -> Path | None:
     Bytewax fails the whole cluster. The partition appears by an atomic
     rename, so a crash mid-way leaves nothing half made.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # see recovery_store.trust
     target = partition_path(directory, pod.ordinal)
     if pod.ordinal >= parts or target.exists():
         return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 
 from dataflows.flow import build_flow
+from dataflows.recovery_guard import refuse_unsafe_store
 from dataflows.settings import check_dataflow, exit_on_bad_settings, load_settings
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
@@ -25,3 +26,4 @@ if settings.gc_gen0_threshold:
     gc.set_threshold(settings.gc_gen0_threshold, *gc.get_threshold()[1:])
 Progress(settings.progress_seconds).start()
 flow = build_flow(settings)
+refuse_unsafe_store(flow, settings)

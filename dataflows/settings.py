@@ -262,6 +262,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     demo_rate: float = Field(0.0, ge=0)
 
     gc_gen0_threshold: int = Field(100_000, ge=0)
+    recovery_trusted_group: int | None = Field(None, ge=0)
 
     @field_validator("event_fields")
     @classmethod

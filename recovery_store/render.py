@@ -118,7 +118,10 @@ def _enrichment_text(report: Report) -> list[str]:
 
 
 def key_as_text(report: KeyReport) -> str:
-    lines = [f"lookup id {report.lookup_id!r} at resume epoch {report.resume_epoch}"]
+    lines = [
+        f"lookup id {report.lookup_id!r} at resume epoch {report.resume_epoch}",
+        *(f"PROBLEM: {problem}" for problem in report.problems),
+    ]
     if report.pending:
         lines.append(f"  {len(report.pending)} pending events, oldest first:")
         headers = ("event id", "shard", "arrived", "deadline", "event time", "origin", "fields")

@@ -6,9 +6,11 @@ unpickler; older ones kept for backups are counted and measured, never opened.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from operators.enrichment import HELD, Pending
@@ -121,6 +123,8 @@ class KeyReport:
     resume_epoch: int
     pending: list[PendingEvent]
     note: str = ROW_NOTE
+    problems: list[str] = field(default_factory=list)
+    """Waiting events left out because their content is invalid (see `Report.problems`)."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,43 @@ def _kind(state: object) -> str:
     if _is_pending_list(state):
         return "pending"
     return type(state).__name__
+
+
+def _time_problem(name: str, value: object, none_ok: bool = False) -> str | None:
+    """Why `value` is not epoch seconds a timestamp can show; None when it is."""
+    if value is None and none_ok:
+        return None
+    if type(value) not in (int, float):
+        return f"{name} {value!r:.80} is not a number of seconds"
+    try:
+        datetime.fromtimestamp(value, UTC)  # type: ignore[arg-type]
+    except (ValueError, OverflowError, OSError):
+        return f"{name} {value!r} is not a time"
+    return None
+
+
+def _content_problem(waiting: Pending) -> str | None:
+    """Why a waiting event cannot be shown, or None: snapshots are read, not trusted.
+
+    The restricted unpickler guarantees the types of the containers, not what
+    they hold; a store written by hand or by another version may hold anything.
+    """
+    event = waiting.event
+    for name in ("event_id", "lookup_id", "origin"):
+        if type(getattr(event, name)) is not str:
+            return f"{name} {getattr(event, name)!r:.80} is not text"
+    problem = (
+        _time_problem("event time", event.event_time, none_ok=True)
+        or _time_problem("arrival", waiting.arrived)
+        or (None if waiting.deadline == HELD else _time_problem("deadline", waiting.deadline))
+    )
+    if problem:
+        return problem
+    try:
+        json.dumps(event.fields, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return f"fields are not JSON ({exc})"
+    return None if type(event.fields) is dict else "fields are not a JSON object"
 
 
 def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
@@ -269,14 +310,39 @@ def _enrichment(decoded: list[_Decoded], top: int) -> EnrichmentReport:
     )
 
 
-def _at_resume(store: Store) -> tuple[ResumePoint, list[_Decoded]]:
+def _screen(decoded: list[_Decoded]) -> tuple[list[_Decoded], list[str]]:
+    """Leave out waiting events with invalid content, each named as a problem."""
+    kept: list[_Decoded] = []
+    problems: list[str] = []
+    for item in decoded:
+        if item.kind != "pending":
+            kept.append(item)
+            continue
+        valid = []
+        for position, waiting in enumerate(item.state):  # type: ignore[arg-type]
+            problem = _content_problem(waiting)
+            if problem is None:
+                valid.append(waiting)
+            else:
+                snap = item.snap
+                problems.append(
+                    f"invalid: snapshot of step {snap.step_id!r} key {snap.state_key!r} epoch "
+                    f"{snap.epoch} (partition {snap.part_index}), waiting event {position}: "
+                    f"{problem}; left out of the figures"
+                )
+        kept.append(_Decoded(item.snap, valid, item.kind))
+    return kept, problems
+
+
+def _at_resume(store: Store) -> tuple[ResumePoint, list[_Decoded], list[str]]:
     point = resume_point(store)
-    return point, _decode(resume_snapshots(store, point))
+    decoded, problems = _screen(_decode(resume_snapshots(store, point)))
+    return point, decoded, problems
 
 
 def build_report(store: Store, top: int = 10) -> Report:
     """The whole store; `top` bounds the list of lookup ids with the most pending events."""
-    point, decoded = _at_resume(store)
+    point, decoded, invalid = _at_resume(store)
     return Report(
         str(store.directory),
         _partitions(store),
@@ -285,13 +351,13 @@ def build_report(store: Store, top: int = 10) -> Report:
         point.epoch,
         _steps(store, decoded),
         _enrichment(decoded, top),
-        resume_problems(store, point),
+        [*resume_problems(store, point), *invalid],
     )
 
 
 def build_key_report(store: Store, lookup_id: str) -> KeyReport:
     """One lookup id's waiting events as a restart would restore them, oldest first."""
-    point, decoded = _at_resume(store)
+    point, decoded, invalid = _at_resume(store)
     events = sorted(
         (
             PendingEvent(
@@ -308,4 +374,4 @@ def build_key_report(store: Store, lookup_id: str) -> KeyReport:
         ),
         key=lambda event: event.arrived,
     )
-    return KeyReport(lookup_id, point.epoch, events)
+    return KeyReport(lookup_id, point.epoch, events, problems=invalid)

@@ -1,10 +1,16 @@
 """Read Bytewax 0.21 recovery partitions without ever writing to them.
 
-Each partition is an SQLite file (`part-N.sqlite3`) in WAL mode. Opening it
-with a `mode=ro` URI lets a running dataflow keep writing while we read, and
-reading each file inside one transaction gives a consistent view of that
-file. Partitions are separate files, so two of them may be read an epoch
-apart while a dataflow runs.
+Each partition is an SQLite file (`part-N.sqlite3`) in WAL mode. While a
+dataflow has it open, its `-wal` and `-shm` files exist, and a `mode=ro` URI
+reads through them, so the dataflow keeps writing while we read. Without
+them, a `mode=ro` open would create them; the file is then opened
+`immutable=1`, which reads the file alone and creates nothing. Reading each
+file inside one transaction gives a consistent view of that file. Partitions
+are separate files, so two of them may be read an epoch apart while a
+dataflow runs.
+
+A store is opened only when `recovery_store.trust` finds it safe: its files
+are regular files, and no one else can write them.
 """
 
 from __future__ import annotations
@@ -15,9 +21,13 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from recovery_store import trust
+
 PARTITION_GLOB = "*.sqlite3"
 TABLES = frozenset({"parts", "exs", "fronts", "commits", "snaps"})
 BUSY_TIMEOUT_SECONDS = 5.0
+NO_DATA = "CASE WHEN ser_change IS NULL THEN NULL ELSE X'' END"
+"""A snapshot's bytes left unread: a stored state reads as b"", a discard still as None."""
 
 
 class StoreError(Exception):
@@ -86,9 +96,15 @@ def _size(path: Path) -> int:
         return 0
 
 
+def _live(path: Path) -> bool:
+    """Whether a dataflow has the partition open (or was killed with it open)."""
+    return all(path.with_name(f"{path.name}-{kind}").exists() for kind in ("wal", "shm"))
+
+
 @contextmanager
 def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
-    uri = f"{path.resolve().as_uri()}?mode=ro"
+    mode = "mode=ro" if _live(path) else "mode=ro&immutable=1"
+    uri = f"{path.resolve().as_uri()}?{mode}"
     with closing(
         sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, isolation_level=None)
     ) as conn:
@@ -99,7 +115,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-def _read_partition(path: Path, store: Store) -> None:
+def _read_partition(path: Path, store: Store, with_data: bool) -> None:
     with _read_only(path) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         missing = ", ".join(sorted(TABLES - tables))
@@ -124,20 +140,29 @@ def _read_partition(path: Path, store: Store) -> None:
         store.commits.extend(
             Commit(*row) for row in conn.execute("SELECT part_index, commit_epoch FROM commits")
         )
+        change = "ser_change" if with_data else NO_DATA
         store.snapshots.extend(
             Snapshot(step_id, key, epoch, data, index)
             for step_id, key, epoch, data in conn.execute(
-                "SELECT step_id, state_key, snap_epoch, ser_change FROM snaps"
+                f"SELECT step_id, state_key, snap_epoch, {change} FROM snaps"
             )
         )
 
 
-def read_store(directory: Path) -> Store:
-    """Every table of every partition in `directory`, or a StoreError saying why not."""
+def read_store(directory: Path, with_data: bool = True, trusted_group: int | None = None) -> Store:
+    """Every table of every partition in `directory`, or a StoreError saying why not.
+
+    `with_data=False` reads snapshots' keys and epochs without their bytes;
+    `trusted_group` may write the store (see `trust.findings`).
+    """
     if not directory.exists():
         raise StoreError(f"{directory} does not exist")
     if not directory.is_dir():
         raise StoreError(f"{directory} is not a directory")
+    try:
+        trust.check(directory, trusted_group)
+    except trust.UntrustedStore as exc:
+        raise StoreError(str(exc)) from None
     paths = sorted(directory.glob(PARTITION_GLOB))
     if not paths:
         raise StoreError(
@@ -147,7 +172,7 @@ def read_store(directory: Path) -> Store:
     store = Store(directory, [], [], [], [], [])
     for path in paths:
         try:
-            _read_partition(path, store)
+            _read_partition(path, store, with_data)
         except sqlite3.Error as exc:
             raise StoreError(f"{path} cannot be read as a recovery partition: {exc}") from None
     store.partitions.sort(key=lambda part: part.index)

@@ -147,7 +147,7 @@ def steady_column(name: str) -> str:
 
 def init_recovery(work: Path) -> list[str]:
     recovery = work / "recovery"
-    recovery.mkdir()
+    recovery.mkdir(mode=0o700)  # private whatever the umask: the dataflow refuses others
     subprocess.run(
         [sys.executable, "-m", "bytewax.recovery", str(recovery), "1"], cwd=ROOT, check=True
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import pickle
 import shlex
@@ -50,7 +51,7 @@ def waiting(lookup_id: str, event_id: str, arrived: float) -> Pending:
 
 
 def new_store(directory: Path, partitions: int) -> Path:
-    directory.mkdir()
+    directory.mkdir(mode=0o700)  # whatever the umask: a store others can write is refused
     init_db_dir(directory, partitions)
     return directory
 
@@ -365,12 +366,13 @@ def test_every_enrichment_snapshot_decodes_to_what_was_pickled(states: list[Pend
 
 
 def write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.write_bytes(data)
+    path.chmod(0o600)
 
 
 def non_bytewax_sqlite(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with closing(sqlite3.connect(path)) as conn:
         conn.execute("CREATE TABLE snaps (x)")
 
@@ -380,7 +382,7 @@ def non_bytewax_sqlite(path: Path) -> None:
     [
         (lambda d: None, "does not exist"),
         (lambda d: write_file(d, b"not a directory"), "is not a directory"),
-        (lambda d: d.mkdir(), "holds no recovery partitions"),
+        (lambda d: d.mkdir(mode=0o700), "holds no recovery partitions"),
         (
             lambda d: write_file(d / "part-0.sqlite3", os.urandom(4096)),
             "cannot be read as a recovery partition: file is not a database",
@@ -489,3 +491,110 @@ def test_a_running_dataflow_is_inspected_without_disturbing_it(tmp_path: Path) -
         **{f"{i}": len(records) for i, records in enumerate(plan.partitions)},
         "exchanges": len(EXCHANGES),
     }, "every source partition resumes at its end"
+
+
+GOOD = waiting("G", "g1", 1000.0)
+BAD_CONTENT = {
+    "string time": A1._replace(arrived="yesterday"),
+    "list as lookup id": A1._replace(event=A1.event._replace(lookup_id=["A"])),
+    "huge time": A1._replace(deadline=1e300),
+    "nan time": A1._replace(arrived=math.nan),
+    "nan field": A1._replace(event=A1.event._replace(fields={"price": math.nan})),
+    "huge event time": A1._replace(event=A1.event._replace(event_time=10**30)),
+}
+
+
+@pytest.mark.parametrize("bad", BAD_CONTENT.values(), ids=BAD_CONTENT.keys())
+def test_bad_content_of_an_allowed_type_is_named_invalid_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bad: Pending
+) -> None:
+    directory = new_store(tmp_path / "recovery", 1)
+    insert(directory, 0, "exs", (0, 1, 1))
+    insert(directory, 0, "fronts", (0, 0, 3))
+    insert(directory, 0, "snaps", snap(ENRICH, "00", 2, [bad, GOOD]))
+
+    code, text, err = run_main(capsys, directory)
+    assert (code, err) == (1, "")
+    assert "PROBLEM: invalid: snapshot of step 'enrich.enrich' key '00' epoch 2" in text
+    assert "waiting event 0: " in text and "left out of the figures" in text
+    assert "events pending 1 for 1 lookup ids" in text, "the valid event is still shown"
+
+    code, out, err = run_main(capsys, directory, "--json")
+    assert (code, err) == (1, "")
+    report = json.loads(out, parse_constant=reject)
+    assert report["enrichment"]["events_pending"] == 1
+    assert any(problem.startswith("invalid: ") for problem in report["problems"])
+
+    for lookup_id in ("A", "G"):
+        code, text, err = run_main(capsys, directory, "--key", lookup_id)
+        assert (code, err) == (1, "")
+        assert "PROBLEM: invalid: " in text
+    assert "1 pending events" in text
+
+
+def test_a_symlink_loop_named_like_a_partition_is_refused(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (store / "part-2.sqlite3").symlink_to(store / "part-2.sqlite3")
+    code, out, err = run_main(capsys, store)
+    assert code == 2 and out == ""
+    assert (
+        f"{store / 'part-2.sqlite3'}: cannot be checked: Too many levels of symbolic links" in err
+    )
+    assert "Traceback" not in err
+
+
+def test_a_fifo_named_like_a_partition_is_refused_not_waited_on(store: Path) -> None:
+    os.mkfifo(store / "part-2.sqlite3")
+    done = run_module(store)
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"{store / 'part-2.sqlite3'}: is not a regular file" in done.stderr
+
+
+def test_reading_a_closed_store_creates_no_file_in_it(
+    store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for part in store.iterdir():
+        with closing(sqlite3.connect(part)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    before = sorted(path.name for path in store.iterdir())
+    assert before == ["part-0.sqlite3", "part-1.sqlite3"]
+    assert main_json(capsys, store)["resume_epoch"] == 7
+    run_main(capsys, store, "--key", "A")
+    assert sorted(path.name for path in store.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("make_unsafe", "problem", "fix"),
+    [
+        (lambda d: d.chmod(0o775), "writable by group", "chmod go-w {d}"),
+        (lambda d: d.chmod(0o757), "writable by others", "chmod go-w {d}"),
+        (
+            lambda d: (d / "part-0.sqlite3").chmod(0o666),
+            "writable by group and others",
+            "chmod go-w {d}/part-0.sqlite3",
+        ),
+    ],
+    ids=["directory-group", "directory-others", "partition"],
+)
+def test_a_store_others_can_write_is_refused(
+    store: Path, capsys: pytest.CaptureFixture[str], make_unsafe: Any, problem: str, fix: str
+) -> None:
+    make_unsafe(store)
+    code, out, err = run_main(capsys, store)
+    assert code == 2 and out == ""
+    assert "Bytewax unpickles its snapshots" in err
+    assert problem in err and fix.format(d=store) in err
+
+
+def test_the_inspector_reads_a_store_its_trusted_group_may_write(
+    store: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.chmod(0o775)
+    group = str(store.stat().st_gid)
+    assert run_main(capsys, store)[0] == 2
+    assert run_main(capsys, store, "--trusted-group", group)[0] == 0
+    monkeypatch.setenv("ENRICH_RECOVERY_TRUSTED_GROUP", group)
+    assert run_main(capsys, store)[0] == 0
+    store.chmod(0o777)
+    assert run_main(capsys, store)[0] == 2

@@ -1,0 +1,117 @@
+"""Whether a recovery store fits the dataflow about to resume from it.
+
+Bytewax restores each step's state by key. A partitioned input or output
+whose stored partition key is not among the partitions the step lists now
+(another dead-letter path, fewer sink partitions or demo partitions) stops
+the resume with a panic ("not in this worker's routing map"); a stateful
+step's state under a key the routing no longer uses (another shard count)
+would strand the events waiting there, and so would a step that is gone (a
+lookup removed), whose state Bytewax drops without a word. This compares
+the keys a restart would load with the keys the new dataflow has, before
+Bytewax opens the store, so the run can refuse with what changed and what
+to do instead.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+
+from recovery_store.resume import resume_point, resume_snapshots
+from recovery_store.store import Store
+from recovery_store.unpickle import loads
+
+MAX_KEYS_SHOWN = 8
+
+
+@dataclass(frozen=True)
+class StepLayout:
+    """The state keys a step of the new dataflow can take, and the settings that decide them.
+
+    `keys` is None when only a running system can tell (a Kafka topic's
+    partitions): such a step is known to exist, its keys are not compared.
+    """
+
+    keys: frozenset[str] | None
+    settings: str
+
+
+@dataclass(frozen=True)
+class Change:
+    step_id: str
+    settings: str
+    orphans: list[str]
+    """Stored keys the new dataflow has no place for."""
+    now: list[str] | None
+    """The keys the new dataflow has; None when the step is gone from it."""
+    waiting: int | None = 0
+    """For a step that is gone: the events its state holds, which a resume would drop;
+    None when its state cannot be decoded."""
+
+    def __str__(self) -> str:
+        if self.now is None:
+            held = (
+                "state that cannot be decoded, which may be waiting events"
+                if self.waiting is None
+                else f"{self.waiting} waiting events"
+            )
+            return (
+                f"step {self.step_id!r} is gone from this dataflow (a lookup removed?), and "
+                f"its state holds {held} that a resume would drop"
+            )
+        return (
+            f"step {self.step_id!r} ({self.settings}): the store holds state for "
+            f"{_keys(self.orphans)}, which this dataflow does not have (it has {_keys(self.now)})"
+        )
+
+
+def _keys(keys: Collection[str]) -> str:
+    shown = sorted(keys)
+    more = len(shown) - MAX_KEYS_SHOWN
+    text = ", ".join(repr(key) for key in shown[:MAX_KEYS_SHOWN])
+    return f"{text} and {more} more" if more > 0 else text or "nothing"
+
+
+def resumed_keys(store: Store) -> dict[str, set[str]]:
+    """Per step, the keys whose state a restart would load (discarded keys load nothing)."""
+    keys: dict[str, set[str]] = defaultdict(set)
+    for snap in resume_snapshots(store, resume_point(store)):
+        if snap.data is not None:
+            keys[snap.step_id].add(snap.state_key)
+    return dict(keys)
+
+
+def waiting_events(store: Store, step_id: str) -> int | None:
+    """How many events the state of `step_id` that a restart would load holds; None if unknown.
+
+    Only a stateful enrichment step's state is a list (of waiting events);
+    offsets and sink positions are numbers or None. Decoded with the
+    restricted unpickler, so only call it on a store `trust` accepted.
+    """
+    total = 0
+    for snap in resume_snapshots(store, resume_point(store)):
+        if snap.step_id == step_id and snap.data is not None:
+            try:
+                state = loads(snap.data)
+            except Exception:  # Whatever the bytes are, they are not state of ours.
+                return None
+            total += len(state) if isinstance(state, list) else 0
+    return total
+
+
+def changes(store: Store, layout: Mapping[str, StepLayout]) -> list[Change]:
+    """Steps whose stored keys the new dataflow cannot take; empty when it can resume.
+
+    A step that is gone is listed with `now` None; `waiting_events` tells
+    whether dropping its state loses anything.
+    """
+    found: list[Change] = []
+    for step_id, stored in sorted(resumed_keys(store).items()):
+        step = layout.get(step_id)
+        if step is None:
+            found.append(Change(step_id, "", sorted(stored), None))
+        elif step.keys is not None and not stored <= step.keys:
+            orphans = sorted(stored - step.keys)
+            found.append(Change(step_id, step.settings, orphans, sorted(step.keys)))
+    return found
