@@ -27,7 +27,16 @@ from pydantic_core import from_json
 from typing_extensions import TypedDict
 
 from operators.filters import Predicate
-from operators.limits import MAX_INT, MAX_TEXT, MIN_INT, TIME_RANGE, int_in_range, time_in_range
+from operators.limits import (
+    MAX_INT,
+    MAX_TEXT,
+    MAX_TIME,
+    MIN_INT,
+    MIN_TIME,
+    TIME_RANGE,
+    int_in_range,
+    time_in_range,
+)
 from operators.records import (
     CaughtUp,
     DeadLetter,
@@ -39,6 +48,8 @@ from operators.records import (
     Version,
 )
 from operators.times import epoch_seconds
+
+_new = tuple.__new__
 
 _INT = Annotated[int, PydanticField(ge=MIN_INT, le=MAX_INT)]
 _PY_TYPES: dict[FieldType, Any] = {
@@ -81,12 +92,13 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     if len(value) > max_bytes:
         raise Invalid("oversized", f"{len(value)} bytes is more than the limit of {max_bytes}")
     try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Invalid("invalid_utf8", str(exc)) from None
-    try:
         obj = from_json(value, allow_inf_nan=False)
     except ValueError as exc:
+        # The parser refuses bytes that are not UTF-8 too; only then is it worth asking.
+        try:
+            value.decode("utf-8")
+        except UnicodeDecodeError as not_utf8:
+            raise Invalid("invalid_utf8", str(not_utf8)) from None
         raise Invalid("invalid_json", str(exc)) from None
     if not isinstance(obj, dict):
         raise Invalid("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
@@ -192,7 +204,9 @@ class Decoder:
             valid = self._event_schema.validate_python(obj)
         except ValidationError as exc:
             raise Invalid("invalid_field", _describe(exc)) from None
-        event_time = _time(valid.get(self.event_time_field), self.event_time_field)
+        event_time = valid.get(self.event_time_field)
+        if type(event_time) is not float or not MIN_TIME <= event_time <= MAX_TIME:
+            event_time = _time(event_time, self.event_time_field)  # the rarer cases, or invalid
         if not _finite(obj):
             raise Invalid(
                 "invalid_field",
@@ -205,12 +219,17 @@ class Decoder:
         if self.keep_event is not None and not self.keep_event(obj):
             return None
         event_id = valid.get(self.event_id_field)
-        return Event(
-            event_id=raw.origin if event_id is None else str(event_id),
-            lookup_id=str(valid[self.lookup_field]),
-            event_time=event_time,
-            fields=obj,
-            origin=raw.origin,
+        # tuple.__new__ skips the NamedTuple constructor's Python frame: a tenth of decode.
+        return _new(
+            Event,
+            (
+                raw.origin if event_id is None else str(event_id),
+                str(valid[self.lookup_field]),
+                event_time,
+                obj,
+                raw.origin,
+                (),
+            ),
         )
 
 
