@@ -5,7 +5,8 @@ Arbitrary JSON documents (NaN, infinities and overflowing literals such as
 through the real decoder, the join and the real SQLite sink. Each record must
 end as exactly one of: a row, a row in the database's dead-letter table, or
 a dead letter of decode or of the join; every row must hold strictly valid
-JSON and read back the values it was given.
+JSON and read back the values it was given, and so must every message for
+the enriched topic and every dead-letter line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.enrichment import EnrichConfig, MissPolicy, ShardEnricher
 from operators.records import DeadLetter, Enriched, Event, Kind, RawRecord, RefUpdate
 from sinks.dead_letter import to_line
+from sinks.kafka_topics import enriched_messages
 from sinks.sqlite import SqliteDialect
 from sinks.table import DeadLetterTable, EnrichedTable
 from sinks.upsert import UpsertSink
@@ -49,6 +51,7 @@ TABLE = EnrichedTable(
 )
 LETTERS = DeadLetterTable()
 STAGE = Stage("security", tuple(COLUMNS))
+TOPIC_MESSAGE = enriched_messages(TABLE)
 
 
 def strict_json(text: str) -> Any:
@@ -92,6 +95,8 @@ def run(records: list[RawRecord], work: Path, policy: MissPolicy = "defaults") -
             outcome.written.append(finish(out, STAGE, (), "security_id"))  # type: ignore[arg-type]
     for letter in [*outcome.decode_letters.values(), *outcome.join_letters.values()]:
         strict_json(to_line(letter))
+    for rec in outcome.written:
+        strict_json(TOPIC_MESSAGE(rec).value)
     dialect = SqliteDialect(work / "enriched.sqlite")
     partition = UpsertSink(dialect, TABLE, 1, 5).build_part("out", "0", None)
     try:
