@@ -33,9 +33,10 @@ from operators.limits import (
     MAX_TIME,
     MIN_INT,
     MIN_TIME,
+    SMALLEST_NUMBER,
     TIME_RANGE,
-    int_in_range,
     time_in_range,
+    version_in_range,
 )
 from operators.records import (
     CaughtUp,
@@ -304,16 +305,19 @@ def _version(value: int | float | datetime | None, name: str) -> Version | None:
     """A version the join can order and both databases hold exactly.
 
     Numbers within 64-bit signed integers (a float beyond them has lost its
-    units digits anyway), or times; NaN or infinity would freeze the row.
+    units digits anyway) and not too close to zero for Oracle's NUMBER, or
+    times; NaN or infinity would freeze the row.
     """
     if value is None:
         return None
     if isinstance(value, datetime):
         return _time(value, name)
-    if int_in_range(value):
+    if version_in_range(value):
         return value
     raise Invalid(
-        "invalid_field", f"{name}: {value!r} is not a finite number within 64-bit integers"
+        "invalid_field",
+        f"{name}: {value!r} is not a finite number within 64-bit integers "
+        f"(and, if not 0, at least {SMALLEST_NUMBER} from it)",
     )
 
 

@@ -29,9 +29,19 @@ Oracle's DATE and TIMESTAMP -4712 to 9999; one day inside the narrowest on each
 side, so that turning a time into any time zone's local time stays in range."""
 
 
-def int_in_range(value: int | float) -> bool:
-    """Whether a number lies within 64-bit signed integers (False for NaN and infinities)."""
-    return MIN_INT <= value <= MAX_INT
+SMALLEST_NUMBER = 1e-130
+"""Oracle's NUMBER holds no magnitude below this but zero: a smaller one reads back as 0."""
+
+
+def version_in_range(value: int | float) -> bool:
+    """Whether a numeric version is one both databases hold exactly.
+
+    Within 64-bit signed integers, and, for a float, not so close to zero that
+    Oracle's NUMBER rounds it to 0. False for NaN and infinities.
+    """
+    if not MIN_INT <= value <= MAX_INT:
+        return False
+    return type(value) is not float or value == 0.0 or abs(value) >= SMALLEST_NUMBER
 
 
 def time_in_range(seconds: float) -> bool:

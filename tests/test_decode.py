@@ -306,6 +306,7 @@ def test_the_edges_of_every_range_are_kept() -> None:
         (b'{"version":1e999}', "invalid_field", "version"),
         (b'{"version":-1e999}', "invalid_field", "version"),
         (b'{"version":"nan"}', "invalid_field", "version"),
+        (b'{"version":1e-200}', "invalid_field", "version"),
         (b'{"version":Infinity}', "invalid_json", "expected value"),
         (b'{"version":NaN}', "invalid_json", "expected value"),
         (b'{"lots":9223372036854775808}', "invalid_field", "lots"),
@@ -323,11 +324,11 @@ def test_reference_values_no_database_can_hold_are_dead_letters(
     assert result.key == b"S1"
 
 
-def test_versions_at_the_edges_of_64_bits_stay_exact() -> None:
-    for version in (2**63 - 1, -(2**63)):
+def test_versions_at_the_edges_of_what_both_databases_hold_stay_exact() -> None:
+    for version in (2**63 - 1, -(2**63), 1e-130, -1e-130, 0.0, -(2.0**63)):
         result = WIDE.decode(reference(b"S1", dumps({"version": version})))
         assert isinstance(result, RefUpdate)
-        assert (result.version, type(result.version)) == (version, int)
+        assert (result.version, type(result.version)) == (version, type(version))
 
 
 def test_a_non_finite_version_cannot_freeze_a_row() -> None:

@@ -226,7 +226,13 @@ def test_versions_read_back_exactly(
 ) -> None:
     """BINARY_DOUBLE gave 9223372036854775807 back as 9.223372036854776e18."""
     table, _ = tables
-    versions = {"max": 2**63 - 1, "min": -(2**63), "fraction": 1_700_000_000.25, "small": 0.1}
+    versions = {
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "fraction": 1_700_000_000.25,
+        "small": 0.1,
+        "tiny": 1e-130,
+    }
     write(dialect, tables, [enriched(name)._replace(version=v) for name, v in versions.items()])
     rows = stored(dialect, table)
     assert {name: rows[name]["ref_version"] for name in versions} == versions

@@ -192,6 +192,7 @@ def test_versions_read_back_exactly(dialect: SqliteDialect) -> None:
         "scn": 2**53 + 1,
         "fraction": 1_700_000_000.25,
         "small": 0.1,
+        "tiny": 1e-130,
     }
     write(dialect, [enriched(name, version=version) for name, version in versions.items()])
     rows = stored(dialect)
