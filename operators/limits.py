@@ -22,7 +22,7 @@ whatever the database's MAX_STRING_SIZE."""
 
 MIN_TIME = datetime(1, 1, 2, tzinfo=UTC).timestamp()
 MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
-"""Times are epoch seconds from 0001-01-02 to 9999-12-31 UTC, both included.
+"""Times are epoch seconds from 0001-01-02T00:00:00Z to 9999-12-31T00:00:00Z, both included.
 
 Python's datetime holds years 1 to 9999, SQLite's date functions 0 to 9999 and
 Oracle's DATE and TIMESTAMP -4712 to 9999; one day inside the narrowest on each
@@ -49,5 +49,5 @@ def time_in_range(seconds: float) -> bool:
     return MIN_TIME <= seconds <= MAX_TIME
 
 
-TIME_RANGE = "0001-01-02 to 9999-12-31 UTC"
+TIME_RANGE = "0001-01-02T00:00:00Z to 9999-12-31T00:00:00Z"
 """The time range, as messages state it."""
