@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 
 from operators.filters import Condition, Predicate, all_of
+from operators.times import epoch_seconds
 
 
 class Outcome(StrEnum):
@@ -45,17 +46,14 @@ class Record(NamedTuple):
 def version_of(change: Any) -> int | float | None:
     """The version the dataflow compares: a number, or a timestamp as epoch seconds.
 
-    Text is read as an ISO 8601 timestamp, the way SQLite stores them.
+    Text is read as an ISO 8601 timestamp, the way SQLite stores them; a time
+    without an offset is UTC, as in the dataflow (`operators.times`).
     """
     if change is None or isinstance(change, int | float):
         return change
-    if isinstance(change, str):
+    if isinstance(change, str | datetime):
         with suppress(ValueError):
-            change = datetime.fromisoformat(change)
-    if isinstance(change, datetime):
-        if change.tzinfo is None:
-            change = change.replace(tzinfo=UTC)
-        return change.timestamp()
+            return epoch_seconds(change)
     raise ValueError(
         f"the change column holds {change!r}; it must be a number, a DATE or a TIMESTAMP"
     )

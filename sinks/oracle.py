@@ -28,6 +28,7 @@ _TYPES: dict[ColumnType, str] = {
     "int": "NUMBER(19)",
     "float": "BINARY_DOUBLE",
     "bool": "NUMBER(1)",
+    "number": "NUMBER",
     "json": "CLOB",
     "timestamp": "TIMESTAMP WITH TIME ZONE",
 }
@@ -36,6 +37,7 @@ _BIND_TYPES: dict[ColumnType, Any] = {
     "int": oracledb.DB_TYPE_NUMBER,
     "float": oracledb.DB_TYPE_BINARY_DOUBLE,
     "bool": oracledb.DB_TYPE_NUMBER,
+    "number": oracledb.DB_TYPE_NUMBER,
     "json": oracledb.DB_TYPE_VARCHAR,
 }
 _MAX_VARCHAR_BIND_BYTES = 4000

@@ -18,9 +18,11 @@ _TYPES: dict[ColumnType, str] = {
     "int": "INTEGER",
     "float": "REAL",
     "bool": "INTEGER",
+    "number": "NUMERIC",
     "json": "TEXT",
     "timestamp": "TEXT",
 }
+"""NUMERIC keeps an integer as a 64-bit INTEGER and a fraction as REAL: both read back exact."""
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)

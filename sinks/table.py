@@ -13,21 +13,17 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, Protocol
 
 from operators.identifiers import check_identifier
+from operators.limits import MAX_TEXT
 from operators.records import Enriched, FieldType, Outcome
 
-ColumnType = FieldType | Literal["json", "timestamp"]
-"""A column's logical type. `json` is text that may outgrow a short string type;
-`timestamp` is set by the database when the row is first written, never bound."""
+ColumnType = FieldType | Literal["number", "json", "timestamp"]
+"""A column's logical type. `number` is exact, integer or not: a version may be a
+64-bit integer (an SCN) or fractional epoch seconds, and must read back as it was
+bound; `json` is text that may outgrow a short string type; `timestamp` is set by
+the database when the row is first written, never bound."""
 
 KEY_COLUMN = "event_id"
 """The primary key: upserting on it makes every replay overwrite, never duplicate."""
-
-MAX_TEXT = 1000
-"""Longest `str` value a database with bounded strings must keep, in characters.
-
-Bounded so that a longer value is that row's error (Oracle: ORA-12899), not a
-table that silently grows; 1000 characters of at most 4 bytes fit Oracle's
-4000-byte VARCHAR2 whatever the database's MAX_STRING_SIZE."""
 
 INDEXED = ("lookup_id",)
 """The enriched table's columns with an index of their own, besides the key."""
@@ -61,7 +57,7 @@ _LEADING: tuple[Column, ...] = (
     Column("status", "str", False),
     Column("miss_reason", "str", True),
     Column("waited_ms", "float", False),
-    Column("ref_version", "float", True),
+    Column("ref_version", "number", True),
 )
 _STAGES = Column("stages", "json", False)
 _ATTRIBUTES = Column("attributes", "json", True)

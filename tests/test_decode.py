@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from operators.decode import Decoder, ReferenceSchema, decode_batch
+from operators.enrichment import EnrichConfig, ShardEnricher
 from operators.filters import Condition, all_of
 from operators.records import CaughtUp, DeadLetter, Event, Kind, RawRecord, RefUpdate
 
@@ -208,3 +210,139 @@ def test_the_event_filter_runs_on_coerced_fields_and_drops_before_any_state() ->
     assert decoded.filtered_events == 2
     assert decoded.filtered_references == 1
     assert decoded.bad == []
+
+
+WIDE = dataclasses.replace(
+    DECODER,
+    event_fields={"price": "float", "size": "int", "venue": "str"},
+    references={
+        "security": ReferenceSchema({"cusip": "str", "lots": "int", "rate": "float"}, "version")
+    },
+    max_record_bytes=100_000,
+)
+"""Like DECODER, with a declared field and column of every type and room for long text."""
+
+LONG = "x" * 1001
+
+
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        (b'{"security_id":"S","size":9223372036854775808}', "size"),
+        (b'{"security_id":"S","size":-9223372036854775809}', "size"),
+        (b'{"security_id":"S","size":1e19}', "size"),
+        (b'{"security_id":9223372036854775808}', "security_id"),
+        (b'{"security_id":"S","event_id":-9223372036854775809}', "event_id"),
+        (b'{"security_id":"S","ts":"0001-01-01T00:00:00"}', "ts"),
+        (b'{"security_id":"S","ts":"0001-01-01T12:00:00+13:00"}', "ts"),
+        (b'{"security_id":"S","ts":"9999-12-31T23:59:59-05:00"}', "ts"),
+        (b'{"security_id":"S","ts":1e999}', "ts"),
+        (b'{"security_id":"S","ts":-1e999}', "ts"),
+        (b'{"security_id":"S","ts":"inf"}', "ts"),
+        (b'{"security_id":"S","ts":"nan"}', "ts"),
+        (b'{"security_id":"S","ts":1e300}', "ts"),
+        (b'{"security_id":"S","ts":-7e10}', "ts"),
+        (b'{"security_id":"S","ts":99999999999999999999999}', "ts"),
+        (b'{"security_id":"S","price":1e999}', "price"),
+        (b'{"security_id":"S","price":"-inf"}', "price"),
+        (b'{"security_id":"S","extra":1e999}', "extra"),
+        (b'{"security_id":"S","extra":{"deep":[1,-1e999]}}', "extra.deep.1"),
+        (b'{"security_id":"S","extra":' + b"1" * 400 + b".5}", "extra"),
+        (b'{"security_id":"S","venue":"' + LONG.encode() + b'"}', "venue"),
+        (b'{"security_id":"' + LONG.encode() + b'"}', "security_id"),
+        (b'{"security_id":"S","event_id":"' + LONG.encode() + b'"}', "event_id"),
+    ],
+)
+def test_values_no_database_can_hold_are_dead_letters_naming_the_field(
+    value: bytes, field: str
+) -> None:
+    result = WIDE.decode(event(value))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == "invalid_field"
+    assert result.detail.startswith(f"{field}:") or result.detail.startswith(
+        f"{field}.constrained-"
+    )
+    assert result.payload == value
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_non_finite_literals_are_invalid_json(literal: bytes) -> None:
+    value = b'{"security_id":"S","extra":' + literal + b"}"
+    result = WIDE.decode(event(value))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == "invalid_json"
+
+
+def test_the_edges_of_every_range_are_kept() -> None:
+    doc = {
+        "security_id": 2**63 - 1,
+        "event_id": -(2**63),
+        "size": -(2**63),
+        "price": 1.7e308,
+        "venue": "ü" * 1000,
+        "ts": "0001-01-02T00:00:00Z",
+        "big": 2**200,
+        "tiny": 5e-324,
+    }
+    first = WIDE.decode(event(dumps(doc)))
+    last = WIDE.decode(event(dumps({**doc, "ts": "9999-12-30T23:59:59.999999+00:00"})))
+    assert isinstance(first, Event)
+    assert isinstance(last, Event)
+    assert (first.lookup_id, first.event_id) == (str(2**63 - 1), str(-(2**63)))
+    assert first.fields["size"] == -(2**63)
+    assert first.fields["big"] == 2**200
+    assert first.event_time == -62135510400.0
+    assert last.event_time == 253402214399.999999
+
+
+@pytest.mark.parametrize(
+    ("value", "reason", "field"),
+    [
+        (b'{"version":9223372036854775808}', "invalid_field", "version"),
+        (b'{"version":-9223372036854775809}', "invalid_field", "version"),
+        (b'{"version":1e19}', "invalid_field", "version"),
+        (b'{"version":"0001-01-01"}', "invalid_field", "version"),
+        (b'{"version":"9999-12-31T00:00:01"}', "invalid_field", "version"),
+        (b'{"version":1e999}', "invalid_field", "version"),
+        (b'{"version":-1e999}', "invalid_field", "version"),
+        (b'{"version":"nan"}', "invalid_field", "version"),
+        (b'{"version":1e-200}', "invalid_field", "version"),
+        (b'{"version":Infinity}', "invalid_json", "expected value"),
+        (b'{"version":NaN}', "invalid_json", "expected value"),
+        (b'{"lots":9223372036854775808}', "invalid_field", "lots"),
+        (b'{"rate":1e999}', "invalid_field", "rate"),
+        (b'{"cusip":"' + LONG.encode() + b'"}', "invalid_field", "cusip"),
+    ],
+)
+def test_reference_values_no_database_can_hold_are_dead_letters(
+    value: bytes, reason: str, field: str
+) -> None:
+    result = WIDE.decode(reference(b"S1", value))
+    assert isinstance(result, DeadLetter)
+    assert result.reason == reason
+    assert result.detail.startswith(field)
+    assert result.key == b"S1"
+
+
+def test_versions_at_the_edges_of_what_both_databases_hold_stay_exact() -> None:
+    for version in (2**63 - 1, -(2**63), 1e-130, -1e-130, 0.0, -(2.0**63)):
+        result = WIDE.decode(reference(b"S1", dumps({"version": version})))
+        assert isinstance(result, RefUpdate)
+        assert (result.version, type(result.version)) == (version, type(version))
+
+
+def test_a_non_finite_version_cannot_freeze_a_row() -> None:
+    """Infinity used to be applied, and every later version counted as stale."""
+    batch = [
+        reference(b"S1", dumps({"cusip": "OLD", "version": 5})),
+        reference(b"S1", b'{"cusip":"FROZEN","version":1e999}'),
+        reference(b"S1", b'{"cusip":"FROZEN","version":Infinity}'),
+        reference(b"S1", dumps({"cusip": "NEW", "version": 1_700_000_000})),
+        event(dumps({"security_id": "S1", "event_id": "e1"})),
+    ]
+    decoded = decode_batch(WIDE, "security", batch)
+    assert [letter.reason for letter in decoded.bad] == ["invalid_field", "invalid_json"]
+    enricher = ShardEnricher(EnrichConfig(timeout_seconds=1.0))
+    [out] = enricher.process(decoded.good["security"], now=0.0)
+    assert (out.row, out.version) == (("NEW", None, None, 1_700_000_000), 1_700_000_000)
+    assert enricher.tally.stale == 0

@@ -6,6 +6,7 @@ every check here compares a value before and after.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -73,6 +74,23 @@ def test_batch_histogram_counts_each_value_into_every_bucket_at_or_above_it() ->
     exposed = generate_latest(registry).decode()
     assert "# TYPE test_wait_seconds histogram" in exposed
     assert 'test_wait_seconds_bucket{le="0.1"} 2.0' in exposed
+
+
+def test_batch_histogram_leaves_out_values_that_are_not_finite() -> None:
+    """-inf and inf in one batch raised in `fsum`; one NaN made the sum NaN for good."""
+    registry = CollectorRegistry()
+    histogram = BatchHistogram("test_age_seconds", "Test ages.", (1.0, 10.0), registry)
+    histogram.observe_many([math.inf, -math.inf, 0.5])
+    histogram.observe_many([2.0, math.nan, 1e308, 1e308])
+    histogram.observe_many([math.nan])
+    histogram.observe_many([3.0])
+
+    def value(suffix: str, **labels: str) -> float | None:
+        return registry.get_sample_value(f"test_age_seconds{suffix}", labels)
+
+    assert [value("_bucket", le=le) for le in ("1.0", "10.0", "+Inf")] == [1, 2, 2]
+    assert (value("_count"), value("_sum")) == (2, 3.5)
+    assert histogram.left_out == 7
 
 
 @pytest.mark.parametrize("buckets", [(), (1.0, 1.0), (1.0, float("inf"))])

@@ -129,6 +129,7 @@ def test_tables_get_bounded_strings_a_key_and_an_index_on_lookup_id() -> None:
     assert '"EVENT_ID" VARCHAR2(1000 CHAR) PRIMARY KEY' in create
     assert '"LOOKUP_ID" VARCHAR2(1000 CHAR) NOT NULL' in create
     assert '"EVENT_TIME" BINARY_DOUBLE,' in create
+    assert '"REF_VERSION" NUMBER,' in create
     assert '"SIZE" NUMBER(19),' in create
     assert '"URGENT" NUMBER(1),' in create
     assert '"ATTRIBUTES" CLOB)' in create
@@ -151,7 +152,7 @@ def test_bind_types_come_from_the_table_not_from_a_first_row_of_nulls() -> None:
         oracledb.DB_TYPE_VARCHAR,
         oracledb.DB_TYPE_VARCHAR,
         oracledb.DB_TYPE_BINARY_DOUBLE,
-        oracledb.DB_TYPE_BINARY_DOUBLE,
+        oracledb.DB_TYPE_NUMBER,
         oracledb.DB_TYPE_BINARY_DOUBLE,
         oracledb.DB_TYPE_NUMBER,
         oracledb.DB_TYPE_NUMBER,

@@ -221,6 +221,30 @@ def test_types_survive_the_round_trip(
     assert (rows["e2"]["name"], rows["e2"]["event_time"]) == (None, None)
 
 
+def test_versions_read_back_exactly(
+    dialect: OracleDialect, tables: tuple[EnrichedTable, DeadLetterTable]
+) -> None:
+    """BINARY_DOUBLE gave 9223372036854775807 back as 9.223372036854776e18."""
+    table, _ = tables
+    versions = {
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "fraction": 1_700_000_000.25,
+        "small": 0.1,
+        "tiny": 1e-130,
+    }
+    write(dialect, tables, [enriched(name)._replace(version=v) for name, v in versions.items()])
+    rows = stored(dialect, table)
+    assert {name: rows[name]["ref_version"] for name in versions} == versions
+    [(data_type, precision)] = query(
+        dialect,
+        "SELECT data_type, data_precision FROM user_tab_columns "
+        "WHERE table_name = :1 AND column_name = 'REF_VERSION'",
+        table.name.upper(),
+    )
+    assert (data_type, precision) == ("NUMBER", None)
+
+
 def test_refused_rows_go_to_the_dead_letter_table_with_their_ora_code(
     dialect: OracleDialect, tables: tuple[EnrichedTable, DeadLetterTable]
 ) -> None:

@@ -184,6 +184,29 @@ def test_values_for_each_status(dialect: SqliteDialect) -> None:
     assert (rows["default"]["cusip"], rows["default"]["name"]) == ("UNKNOWN", None)
 
 
+def test_versions_read_back_exactly(dialect: SqliteDialect) -> None:
+    """A REAL column gave 9223372036854775807 back as 9.223372036854776e18."""
+    versions = {
+        "max": 2**63 - 1,
+        "min": -(2**63),
+        "scn": 2**53 + 1,
+        "fraction": 1_700_000_000.25,
+        "small": 0.1,
+        "tiny": 1e-130,
+    }
+    write(dialect, [enriched(name, version=version) for name, version in versions.items()])
+    rows = stored(dialect)
+    for name, version in versions.items():
+        stored_version = rows[name]["ref_version"]
+        assert (stored_version, type(stored_version)) == (version, type(version))
+        assert json.loads(rows[name]["stages"])[0]["version"] == version
+    with closing(sqlite3.connect(dialect.path)) as conn:
+        types = {
+            name: kind for _, name, kind, *_ in conn.execute("PRAGMA table_info(enriched_events)")
+        }
+    assert types["ref_version"] == "NUMERIC"
+
+
 def test_undeclared_fields_are_kept_as_sorted_compact_json(dialect: SqliteDialect) -> None:
     write(dialect, [enriched("e1", venue="XNYS", tags=["a", "b"], nested={"z": 1, "a": None})])
     attributes = stored(dialect)["e1"]["attributes"]
