@@ -55,12 +55,18 @@ def test_a_fresh_run_appends_to_the_dead_letters_of_an_earlier_run(tmp_path: Pat
     stored = rows(config.sqlite_path)
     assert first.count(b"\n") > 0, "the demo run wrote no dead letters to compare"
 
+    with closing(sqlite3.connect(config.sqlite_path)) as conn, conn:
+        conn.execute(
+            "INSERT INTO enriched_events (event_id, lookup_id, status, waited_ms, stages) "
+            "VALUES ('from an earlier run', 'X', 'enriched', 0, '[]')"
+        )
+
     run_main(build_flow(config))
     second = config.dead_letter_path.read_bytes()
     assert second.startswith(first)
     assert second.count(b"\n") == 2 * first.count(b"\n")
-    # The enriched table is upserted into, never emptied: the same events give the same rows.
-    assert rows(config.sqlite_path) == stored
+    # The enriched table is upserted into, never emptied: a row no run wrote again stays.
+    assert rows(config.sqlite_path) == stored + 1
 
 
 def test_a_fresh_recovery_run_keeps_earlier_lines_and_its_resume_adds_none(
