@@ -14,7 +14,7 @@ from dataflows import database
 from dataflows.flow import build_flow
 from dataflows.run_args import recovery_enabled
 from dataflows.settings import SettingsError, load_settings
-from dataflows.stopping import stop_on_signals
+from dataflows.stopping import explain_noted_errors, stop_on_signals
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
@@ -38,4 +38,5 @@ recovery = recovery_enabled()
 progress = Progress(settings.progress_seconds)
 progress.start()
 stop_on_signals(progress.finish, recovery)
+explain_noted_errors()
 flow = build_flow(settings, recovery=recovery)

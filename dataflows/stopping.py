@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM stop the dataflow at once, print the summary and exit 0, no traceback.
+"""How a run ends: SIGINT and SIGTERM stop it at once, print the summary and exit 0, no
+traceback; an error that carries a note for the operator ends it with that sentence, exit 1.
 
 Bytewax has no graceful stop: a signal raises inside whatever step runs,
 which ends in a traceback and a Rust panic. Stopping here is a deliberate
@@ -14,8 +15,9 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
-from types import FrameType
+from types import FrameType, TracebackType
 
 log = logging.getLogger("enrich")
 
@@ -57,3 +59,23 @@ def stop_on_signals(finish: Callable[[], None], recovery: bool | None) -> None:
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stop)
+
+
+def explain_noted_errors() -> None:
+    """An uncaught error that carries notes (a permanent sink error says what to do) is
+    printed as its message and notes; the traceback goes to the log at DEBUG.
+
+    Every other error keeps Python's traceback: it is a bug, and the traceback is
+    what a developer needs. Python still exits 1 after the hook.
+    """
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        notes = getattr(exc, "__notes__", None)
+        if not notes or not isinstance(exc, Exception):
+            default(kind, exc, tb)
+            return
+        log.debug("the error's traceback:\n%s", "".join(traceback.format_exception(exc)))
+        print(f"enrich: stopped: {kind.__name__}: {exc}", *notes, sep="\n", file=sys.stderr)
+
+    sys.excepthook = hook

@@ -141,3 +141,17 @@ def test_recovery_is_read_as_bytewax_run_reads_it(
 
 def test_recovery_is_unknown_outside_bytewax_run(no_recovery_env: None) -> None:
     assert recovery_enabled() is None
+
+
+def test_a_permanent_error_mid_run_ends_with_its_sentence_not_a_traceback(tmp_path: Path) -> None:
+    db = tmp_path / "enriched.sqlite"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE enriched_events (event_id TEXT PRIMARY KEY)")
+    env = flow_env(tmp_path, demo_events=500, demo_references=50)
+    code = start_flow(tmp_path, [], env, "run.log").wait(timeout=RUN_TIMEOUT)
+    log = (tmp_path / "run.log").read_text()
+    assert code == 1, log
+    assert "enrich: stopped: OperationalError: table enriched_events has no column named" in log
+    assert "This run has no recovery store (-r)" in log
+    assert "Traceback" not in log
+    assert "run summary (this process)" in log
