@@ -118,5 +118,8 @@ class AppendFileSink(FixedPartitionedSink[str, int]):
 
 
 def dead_letter_file(path: Path) -> AppendFileSink:
+    """The sink, and the file at once: Bytewax builds a partition only when it gets a line,
+    yet a run without dead letters should still leave the (possibly empty) file."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
     return AppendFileSink(path)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import run_main
+from bytewax.testing import TestingSource, run_main
 
 from dataflows.flow import build_flow
 from dataflows.settings import Settings, load_settings
@@ -137,3 +137,12 @@ def test_a_line_cut_short_by_a_crash_does_not_swallow_the_next(tmp_path: Path) -
     part.write_batch(['{"next":1}'])  # type: ignore[attr-defined]
     part.close()  # type: ignore[attr-defined]
     assert path.read_bytes().splitlines()[-1] == b'{"next":1}'
+
+
+def test_a_run_without_dead_letters_still_leaves_the_file(tmp_path: Path) -> None:
+    config = load_settings(
+        sqlite_path=tmp_path / "enriched.sqlite",
+        dead_letter_path=tmp_path / "out" / "dead_letters.jsonl",
+    )
+    run_main(build_flow(config, {"input": TestingSource([])}))
+    assert config.dead_letter_path.read_bytes() == b""
