@@ -5,6 +5,7 @@
     python bench/bench_enrich.py snapshot  # snapshot cost against table size
     python bench/bench_enrich.py demo      # the whole demo, 1 and 2 workers
     python bench/bench_enrich.py all
+    python bench/bench_enrich.py all --smoke  # tiny sizes: that it runs, for the tests
 
 Each measurement runs in a fresh process where memory matters, and every
 dataflow run has recovery on with 1 s epochs, as in production.
@@ -274,18 +275,17 @@ def _row_json(i: int, names: list[str]) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode()
 
 
-def bench_snapshot() -> list[str]:
+def bench_snapshot(sizes: tuple[int, ...] = (10_000, 1_000_000), repeats: int = 1000) -> list[str]:
     lines = [
         "| rows held in shard | pending events | snapshot() time | pickled bytes |",
         "|---|---|---|---|",
     ]
     config = EnrichConfig(timeout_seconds=60.0)
-    for n_rows in (10_000, 1_000_000):
+    for n_rows in sizes:
         for pending in (0, 100):
             shard = ShardEnricher(config)
             shard.process(reference_updates(n_rows), 0.0)
             shard.process(events(pending, 1, 1), 0.0)
-            repeats = 1000
             started = time.perf_counter()
             for _ in range(repeats):
                 state = pickle.dumps(shard.snapshot())
@@ -294,12 +294,14 @@ def bench_snapshot() -> list[str]:
     return lines
 
 
-def bench_demo() -> list[str]:
+def bench_demo(events_count: int = 200_000, references: int = 10_000) -> list[str]:
     lines = ["| workers | events | seconds | events/s |", "|---|---|---|---|"]
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
             env = {
                 **os.environ,
+                "ENRICH_DEMO_EVENTS": str(events_count),
+                "ENRICH_DEMO_REFERENCES": str(references),
                 "ENRICH_SQLITE_PATH": f"{tmp}/out.sqlite",
                 "ENRICH_DEAD_LETTER_PATH": f"{tmp}/dlq.jsonl",
                 "ENRICH_PROGRESS_SECONDS": "0",
@@ -316,7 +318,6 @@ def bench_demo() -> list[str]:
                 env=env, check=True, capture_output=True,
             )  # fmt: skip
             seconds = time.perf_counter() - started
-            events_count = 200_000
             lines.append(
                 f"| {workers} | {events_count:,} | {seconds:.2f} | {events_count / seconds:,.0f} |"
             )
@@ -353,7 +354,18 @@ def main() -> None:
     parser.add_argument("what", choices=["step", "memory", "snapshot", "demo", "all"])
     parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--rows", type=int, default=10_000)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks it runs, measures nothing"
+    )
     args = parser.parse_args()
+    memory_sizes = ((100_000, 3, 3), (1_000_000, 3, 3), (100_000, 30, 30), (100_000, 30, 3))
+    snapshot_args: tuple[Any, ...] = ()
+    demo_sizes = (200_000, 10_000)
+    if args.smoke:
+        args.events, args.rows = 2_000, 100
+        memory_sizes = ((1_000, 3, 3), (1_000, 30, 3))
+        snapshot_args = ((100, 1_000), 10)
+        demo_sizes = (2_000, 100)
     sections: dict[str, Callable[[], Iterator[str] | list[str]]] = {
         "step": lambda: _in_subprocess("bench_step", args.events, args.rows),
         "memory": lambda: [
@@ -364,16 +376,11 @@ def main() -> None:
                 "| {:,} | {} | {} | {:,.0f} | {:,.0f} |".format(
                     n, width, kept, *_in_subprocess("measure_memory", n, width, kept)
                 )
-                for n, width, kept in (
-                    (100_000, 3, 3),
-                    (1_000_000, 3, 3),
-                    (100_000, 30, 30),
-                    (100_000, 30, 3),
-                )
+                for n, width, kept in memory_sizes
             ),
         ],
-        "snapshot": lambda: _in_subprocess("bench_snapshot"),
-        "demo": bench_demo,
+        "snapshot": lambda: _in_subprocess("bench_snapshot", *snapshot_args),
+        "demo": lambda: bench_demo(*demo_sizes),
     }
     print(f"Machine: {machine()}\n")
     for name, run in sections.items():

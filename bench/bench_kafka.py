@@ -3,6 +3,7 @@
     python bench/bench_kafka.py throughput   # events/s, one worker, stage by stage
     python bench/bench_kafka.py latency      # p50/p99 event-to-sink at a fixed offered rate
     python bench/bench_kafka.py all
+    python bench/bench_kafka.py all --smoke  # tiny sizes: that it runs, for the tests
 
 The mock cluster runs in this process; every dataflow runs in a fresh
 interpreter with recovery on (1 s epochs), reading real Kafka sockets.
@@ -244,7 +245,7 @@ def in_subprocess(*args: str) -> Any:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def bench_throughput(events: int, rows: int) -> list[str]:
+def bench_throughput(events: int, rows: int, runs: int = 2) -> list[str]:
     owner, bootstrap = mock_cluster()
     fill(bootstrap, events, rows)
     lines = [
@@ -255,7 +256,7 @@ def bench_throughput(events: int, rows: int) -> list[str]:
     ]
     previous = 0.0
     for stage in STAGES:
-        rate = max(in_subprocess("stage", bootstrap, stage, str(events)) for _ in range(2))
+        rate = max(in_subprocess("stage", bootstrap, stage, str(events)) for _ in range(runs))
         micros = 1e6 / rate
         lines.append(f"| {stage} | {rate:,.0f} | {micros:.2f} | {micros - previous:.2f} |")
         previous = micros
@@ -390,12 +391,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--rates", type=int, nargs="+", default=[5_000, 20_000, 50_000])
     parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks it runs, measures nothing"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.events, args.rows, args.rates, args.seconds = 2_000, 100, [500], 1
     random.seed(0)
     print(f"Machine: {machine()}\n")
     if args.what in ("throughput", "all"):
         print("### throughput\n")
-        print("\n".join(bench_throughput(args.events, args.rows)), "\n")
+        runs = 1 if args.smoke else 2
+        print("\n".join(bench_throughput(args.events, args.rows, runs)), "\n")
     if args.what in ("latency", "all"):
         print("### latency\n")
         print("\n".join(bench_latency(args.rates, args.seconds, args.rows)), "\n")

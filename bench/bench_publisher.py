@@ -2,6 +2,7 @@
 
     python bench/bench_publisher.py                      # 100,000 rows, 10,000 changed
     python bench/bench_publisher.py --rows 50000 --changed 5000
+    python bench/bench_publisher.py --smoke              # tiny sizes: that it runs, for the tests
 
 The mock cluster runs in a process of its own, so the publisher (this
 process) has the interpreter to itself, as in production. Each load is a
@@ -185,7 +186,12 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--changed", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks it runs, measures nothing"
+    )
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.changed, args.repeat = 500, 50, 1
     runs = [
         # Two full loads publish every row twice; half the rows stay under the mock's retention.
         full_then_incremental(args.rows, args.changed) + full_over_populated_topic(args.rows // 2)

@@ -3,6 +3,7 @@
     python bench/bench_sink.py                          # 1, 4 and 8 partitions, 5 runs each
     python bench/bench_sink.py --rows 100000 --runs 3
     python bench/bench_sink.py --no-lookup-index      # what the index on lookup_id costs
+    python bench/bench_sink.py --smoke                  # tiny sizes: that it runs, for the tests
 
 The same `UpsertSink` partitions the dataflow uses, in two shapes:
 
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -40,7 +42,7 @@ from bench.bench_enrich import ListSource, machine  # noqa: E402
 from dataflows.flow import table  # noqa: E402
 from dataflows.settings import load_settings  # noqa: E402
 from operators import routing  # noqa: E402
-from operators.records import Enriched, Event, Status  # noqa: E402
+from operators.records import Enriched, Event, FieldType, Status  # noqa: E402
 from sinks.schema import create_tables  # noqa: E402
 from sinks.sqlite import SqliteDialect, upsert_sql  # noqa: E402
 from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink  # noqa: E402
@@ -53,15 +55,27 @@ Batches = list[list[tuple[str, list[Enriched]]]]
 SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
 
 
+def _value(kind: FieldType, i: int) -> Any:
+    if kind == "str":
+        return f"{SECTORS[i % 6]} {i % 10_000}"
+    if kind == "bool":
+        return i % 2 == 0
+    return {"int": i % 10_000, "float": 100.0 + i % 97}[kind]
+
+
 def records(count: int) -> list[Enriched]:
-    """Enriched quotes shaped like the demo's: two event fields, three reference columns."""
+    """Enriched quotes shaped like the demo's, with a value for each of `TABLE`'s columns.
+
+    The row is built from the table the settings describe (by default the
+    demo's two-lookup chain), so it keeps matching the sink's columns.
+    """
     out = []
     for i in range(count):
         lookup_id = f"SEC{i % 10_000:07d}"
         fields = {"event_id": f"Q{i:08d}", "security_id": lookup_id, "ts": 1.7e9 + i}
-        fields |= {"price": 100.0 + i % 97, "size": 100 * (i % 50)}
+        fields |= {name: _value(kind, i) for name, kind in TABLE.event_columns}
         event = Event(f"Q{i:08d}", lookup_id, 1.7e9 + i, fields, f"bench/event/0/{i}")
-        row = (f"{i % 10_000:09d}", f"Company {i % 10_000}", SECTORS[i % 6], 1)
+        row = (*(_value(kind, i) for _, kind in TABLE.reference_columns), 1)
         out.append(Enriched(event, row, 1, Status.ENRICHED, None, 0.0))
     return out
 
@@ -161,7 +175,10 @@ def main() -> None:
     parser.add_argument(
         "--no-lookup-index", action="store_true", help="drop the index on lookup_id first"
     )
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run: checks it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.rows, args.runs, args.batch_size = 2_000, 1, 500
     index = not args.no_lookup_index
     recs = records(args.rows)
     print(f"Machine: {machine()}\n")

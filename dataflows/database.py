@@ -6,12 +6,13 @@ always talk to the same tables.
 
 from __future__ import annotations
 
+from contextlib import closing
 from typing import Any
 
 from dataflows.settings import Settings
 from sinks.dialect import Dialect
 from sinks.retry import RetryPolicy
-from sinks.sqlite import SqliteDialect
+from sinks.sqlite import CannotOpen, SqliteDialect
 from sinks.table import DeadLetterTable
 
 
@@ -46,3 +47,19 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         breaker_failures=settings.sink_breaker_failures,
         breaker_reset_seconds=settings.sink_breaker_reset_seconds,
     )
+
+
+def cannot_open(settings: Settings) -> str | None:
+    """Why the SQLite database cannot be opened, naming the setting; None when it can.
+
+    Checked once at start, so an unusable path is one sentence and exit 1
+    rather than a sink partition's error deep inside the running dataflow.
+    Oracle is not checked here: reaching it may take retries, which the sink does.
+    """
+    if settings.database != "sqlite":
+        return None
+    try:
+        with closing(SqliteDialect(settings.sqlite_path).connect()):
+            return None
+    except CannotOpen as exc:
+        return f"{exc}. Set ENRICH_SQLITE_PATH to a file where this user can write."

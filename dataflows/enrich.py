@@ -1,16 +1,21 @@
 """Entry point: `python -m bytewax.run dataflows.enrich`.
 
-Reads settings from the environment, refusing to start on a bad one, then
-exposes `flow` for Bytewax to run.
+Reads settings from the environment, refusing to start on a bad one (exit 2)
+or on a SQLite path it cannot write (exit 1), then exposes `flow` for
+Bytewax to run. SIGINT and SIGTERM stop it with the summary and exit 0.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
 
+from dataflows import database
 from dataflows.flow import build_flow
 from dataflows.recovery_guard import refuse_unsafe_store
+from dataflows.run_args import recovery_enabled
 from dataflows.settings import check_dataflow, exit_on_bad_settings, load_settings
+from dataflows.stopping import explain_noted_errors, stop_on_signals
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
@@ -24,6 +29,14 @@ if settings.gc_gen0_threshold:
     # allocations per young collection makes the collector a large share of
     # the hot path (docs/BENCHMARKS.md).
     gc.set_threshold(settings.gc_gen0_threshold, *gc.get_threshold()[1:])
-Progress(settings.progress_seconds).start()
-flow = build_flow(settings)
+problem = database.cannot_open(settings)
+if problem:
+    print(f"enrich: {problem}", file=sys.stderr)
+    raise SystemExit(1)
+recovery = recovery_enabled()
+progress = Progress(settings.progress_seconds)
+progress.start()
+stop_on_signals(progress.finish, recovery)
+explain_noted_errors()
+flow = build_flow(settings, recovery=recovery)
 refuse_unsafe_store(flow, settings)

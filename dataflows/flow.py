@@ -140,7 +140,7 @@ def sources(settings: Settings) -> dict[str, Source[Any]]:
     return inputs
 
 
-def main_sink(settings: Settings) -> UpsertSink:
+def main_sink(settings: Settings, recovery: bool | None = None) -> UpsertSink:
     return UpsertSink(
         database.dialect(settings),
         table(settings),
@@ -148,6 +148,7 @@ def main_sink(settings: Settings) -> UpsertSink:
         settings.sink_batch_size,
         dead_letters=database.dead_letter_table(settings),
         policy=database.retry_policy(settings),
+        recovery=recovery,
     )
 
 
@@ -191,8 +192,12 @@ def build_flow(
     inputs: Mapping[str, Source[Any]] | None = None,
     sink: Sink[Any] | None = None,
     dead_letter_sink: Sink[Any] | None = None,
+    recovery: bool | None = None,
 ) -> Dataflow:
     """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else.
+
+    `recovery` says whether the run has a recovery store (None: unknown), so
+    that a failure's message says truly what a restart will do.
 
     One stateful step per lookup, each keyed by a shard of its own key; between
     two of them, `advance` hands each event on under the next key.
@@ -281,7 +286,7 @@ def build_flow(
         dead_streams.append(split.falses)
     routed = op.flat_map_batch("route", outputs, route_to_sink)
     to_sink = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
-    op.output("sink", to_sink.trues, sink or main_sink(settings))
+    op.output("sink", to_sink.trues, sink or main_sink(settings, recovery))
     dead = op.merge("dead_letters", *dead_streams, to_sink.falses)
     write_dead_letters(settings, op.map("count_dead_letters", dead, counted), dead_letter_sink)
     write_enriched_topic(settings, to_sink.trues)

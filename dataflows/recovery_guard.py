@@ -3,8 +3,7 @@ for another dataflow.
 
 Bytewax gives the dataflow module nothing of its run arguments, and opens the
 store only after it imported the module. So while the module builds the flow,
-this reads `-r` the way `python -m bytewax.run` itself did (its own parser,
-which also falls back to `BYTEWAX_RECOVERY_DIRECTORY`) and checks the store.
+this takes the recovery directory from `dataflows.run_args` and checks the store.
 Anything else that imports the module (tests, `bytewax.testing`) runs
 without recovery, and nothing is checked.
 """
@@ -20,6 +19,7 @@ from bytewax.dataflow import Dataflow, Operator
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.outputs import FixedPartitionedSink
 
+from dataflows.run_args import recovery_directory
 from dataflows.settings import Settings
 from operators import routing
 from recovery_store import trust
@@ -28,7 +28,6 @@ from recovery_store.store import Store, StoreError, read_store
 from sources.kafka import EventSource, ReferenceSource
 
 EXIT_REFUSED = 2
-BYTEWAX_RUN = "bytewax.run"
 
 SETTINGS_OF_STEPS = {
     "dead_letter_out": "ENRICH_DEAD_LETTER_PATH",
@@ -38,18 +37,6 @@ SETTINGS_OF_STEPS = {
     "reference_file_": "the file of a lookup in ENRICH_LOOKUPS",
 }
 """Which settings decide each step's state keys, by the start of the step's name."""
-
-
-def recovery_directory() -> Path | None:
-    """The recovery directory of this `python -m bytewax.run`; None without one, or elsewhere."""
-    main = sys.modules.get("__main__")
-    spec = getattr(main, "__spec__", None)
-    if spec is None or spec.name != BYTEWAX_RUN:
-        return None
-    from bytewax.run import _parse_args  # the very parser the run used, env fallback included
-
-    directory = _parse_args().recovery_directory
-    return None if directory is None else Path(directory)
 
 
 def _steps(operators: list[Operator]) -> Iterator[Operator]:

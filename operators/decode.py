@@ -252,6 +252,8 @@ class DecodedBatch(NamedTuple):
     replayed_invalid: int
     filtered_events: int
     filtered_references: int
+    bad_references: tuple[DeadLetter, ...] = ()
+    """The dead letters in `bad` that are reference records, so they are counted apart."""
 
 
 def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]) -> DecodedBatch:
@@ -263,6 +265,7 @@ def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]
     """
     good: dict[str, list[Event | RefUpdate]] = {}
     bad: list[DeadLetter] = []
+    bad_references: list[DeadLetter] = []
     caught_up: list[CaughtUp] = []
     events = replayed_invalid = filtered_events = filtered_references = 0
     for raw in batch:
@@ -279,6 +282,8 @@ def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]
                 replayed_invalid += 1
             else:
                 bad.append(record)
+                if not is_event:
+                    bad_references.append(record)
         else:
             lookup = first if is_event else raw.lookup  # type: ignore[union-attr]
             group = good.get(lookup)
@@ -287,7 +292,14 @@ def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]
             group.append(record)  # type: ignore[arg-type]
             filtered_references += type(record) is RefUpdate and record.filtered  # type: ignore[union-attr]
     return DecodedBatch(
-        good, bad, caught_up, events, replayed_invalid, filtered_events, filtered_references
+        good,
+        bad,
+        caught_up,
+        events,
+        replayed_invalid,
+        filtered_events,
+        filtered_references,
+        tuple(bad_references),
     )
 
 

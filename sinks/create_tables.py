@@ -20,6 +20,9 @@ from dataflows.flow import table
 from dataflows.settings import exit_on_bad_settings, load_settings
 from sinks.schema import create_tables, ddl
 
+_NO_CREDENTIALS = {"oracle_user": "-", "oracle_password": "-", "oracle_dsn": "-"}
+"""Stand-ins for `--print`, which builds the Oracle dialect but never connects it."""
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -34,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     with exit_on_bad_settings():
-        settings = load_settings()
+        # The DDL needs no connection, so Oracle's credentials are not asked for.
+        settings = load_settings(**(_NO_CREDENTIALS if args.print_only else {}))
     dialect = database.dialect(settings)
     tables = (table(settings), database.dead_letter_table(settings))
     if args.print_only:

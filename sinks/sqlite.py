@@ -25,8 +25,14 @@ _TYPES: dict[ColumnType, str] = {
 """NUMERIC keeps an integer as a 64-bit INTEGER and a fraction as REAL: both read back exact."""
 _NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 _BUSY_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+_PLACE_CODES = frozenset({sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PERM})
+"""Open errors that come from where the file is, not from what it holds."""
 _ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError)
 """Errors that concern the row being written (constraints, a trigger's RAISE, too big)."""
+
+
+class CannotOpen(sqlite3.OperationalError):
+    """The database file cannot be opened or created where the settings point: permanent."""
 
 
 def _quote(identifier: str) -> str:
@@ -64,15 +70,34 @@ class SqliteDialect:
     busy_timeout_seconds: float = 30.0
 
     def connect(self) -> sqlite3.Connection:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds)
+        """A connection in WAL mode; `CannotOpen`, naming the path, if the file is unusable."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_seconds)
+        except (OSError, sqlite3.OperationalError) as exc:
+            raise self._cannot_open(exc) from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            if self.is_transient(exc):
+                raise
+            raise self._cannot_open(exc) from exc
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _cannot_open(self, exc: BaseException) -> CannotOpen:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        hint = (
+            "; its directory must exist or be creatable and be writable by this user, "
+            "and the path must not be a directory"
+            if isinstance(exc, OSError) or code in _PLACE_CODES
+            else ""
+        )
+        return CannotOpen(f"cannot open SQLite database {self.path}: {exc}{hint}")
 
     def discard(self, conn: sqlite3.Connection) -> None:
         with suppress(sqlite3.Error):

@@ -10,7 +10,8 @@ row per event.
 Rows the database refuses go to the dead-letter table in the same
 transaction as the rows it took, so they too are written exactly once. If a
 dead letter is refused as well, nothing of the chunk commits and the error
-stops the dataflow, which resumes from its last snapshot: nothing is lost.
+stops the dataflow; with a recovery store it resumes from its last snapshot,
+so nothing is lost.
 """
 
 from __future__ import annotations
@@ -43,7 +44,34 @@ class DeadLetterRefused(Exception):
     """The database refused a row's dead letter too: nothing can take that row."""
 
 
-def _retrier(partition: str, dialect: Dialect[Any], policy: RetryPolicy, clock: Clock) -> Retrier:
+def restart_note(recovery: bool | None) -> str:
+    """What starting again after a permanent error does, for a run with or without recovery."""
+    if recovery:
+        return (
+            "Fix the cause and start the dataflow again with the same -r directory: it resumes "
+            "from its last snapshot, so nothing is lost."
+        )
+    afresh = (
+        "it starts its sources afresh (the demo and ENRICH_KAFKA_EVENTS_START=earliest from "
+        "the beginning, which the upsert by event id makes harmless; "
+        "ENRICH_KAFKA_EVENTS_START=latest from the end, skipping what came meanwhile), and "
+        "events that were waiting for their reference row are not written."
+    )
+    if recovery is False:
+        return f"This run has no recovery store (-r): fix the cause and start it again; {afresh}"
+    return (
+        "Fix the cause and start the dataflow again. With a recovery store (-r) it resumes "
+        f"from its last snapshot, so nothing is lost; without one {afresh}"
+    )
+
+
+def _retrier(
+    partition: str,
+    dialect: Dialect[Any],
+    policy: RetryPolicy,
+    clock: Clock,
+    recovery: bool | None = None,
+) -> Retrier:
     """A retrier whose failures and circuit changes show in metrics and logs, never values."""
     state = metrics.SINK_CIRCUIT_STATE.labels(partition)
     state.set(CircuitState.CLOSED)
@@ -57,8 +85,7 @@ def _retrier(partition: str, dialect: Dialect[Any], policy: RetryPolicy, clock: 
         log.error("sink partition %s: permanent database error: %s", partition, exc)
         exc.add_note(
             f"sink partition {partition}: a permanent database error, not retried; what the "
-            "partition was writing was rolled back. Fix the cause and start the dataflow again: "
-            "it resumes from its last snapshot, so nothing is lost."
+            f"partition was writing was rolled back. {restart_note(recovery)}"
         )
 
     def on_state(new: CircuitState) -> None:
@@ -192,7 +219,9 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
         dead_letters: DeadLetterTable = DEFAULT_DEAD_LETTERS,
         policy: RetryPolicy = DEFAULT_POLICY,
         clock: Clock = SYSTEM_CLOCK,
+        recovery: bool | None = None,
     ) -> None:
+        """`recovery`: whether the run has a recovery store (None: unknown), for messages."""
         if partitions < 1 or batch_size < 1:
             raise ValueError(f"partitions ({partitions}) and batch_size ({batch_size}) must be > 0")
         self.dialect = dialect
@@ -202,6 +231,7 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
         self.dead_letters = dead_letters
         self.policy = policy
         self.clock = clock
+        self.recovery = recovery
 
     def list_parts(self) -> list[str]:
         return routing.names(self.partitions)
@@ -212,7 +242,7 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
     ) -> StatefulSinkPartition[list[Enriched], None]:
-        retrier = _retrier(for_part, self.dialect, self.policy, self.clock)
+        retrier = _retrier(for_part, self.dialect, self.policy, self.clock, self.recovery)
         retrier.run(partial(create_tables, self.dialect, self.table, self.dead_letters))
         return _UpsertPartition(
             self.dialect, self.table, self.dead_letters, retrier, self.batch_size

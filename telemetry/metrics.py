@@ -58,6 +58,11 @@ STALE_UPDATES = Counter(
 DEAD_LETTERS = Counter(
     "enrich_dead_letters_total", "Records sent to the dead-letter output, by reason.", ["reason"]
 )
+REFERENCE_DEAD_LETTERS = Counter(
+    "enrich_reference_dead_letters_total",
+    "Reference records among the dead letters (also in enrich_dead_letters_total), by reason.",
+    ["reason"],
+)
 PENDING = Gauge(
     "enrich_pending_events",
     "Events buffered while waiting for their reference row, by lookup.",

@@ -40,9 +40,28 @@ def _total(name: str) -> int:
 
 PROGRESS_LINE = (
     "events {events:,} ({events_per_second:,}/s) | filtered {filtered:,} | "
-    "rows enriched {enriched:,} late {late:,} miss {miss:,} | dead letters {dead_letters:,} | "
+    "rows enriched {enriched:,} late {late:,} miss {miss:,} | "
+    "dead letters events {dead_letters:,} reference {reference_dead_letters:,} | "
     "pending {pending:,} | rows held {rows_held:,}"
 )
+
+
+def dead_letters_by_kind() -> tuple[dict[str, int], dict[str, int]]:
+    """Dead letters by reason: those of events (db_rejected rows too), those of reference records.
+
+    Apart, so that events read = events filtered + events out of the last
+    lookup + event dead letters of decode and of earlier lookups; reference
+    dead letters are no events. A reference dead letter is counted at decode,
+    a moment before the total is, hence the floor at zero mid-run.
+    """
+    references = {
+        reason: int(n) for (reason,), n in _samples("enrich_reference_dead_letters").items()
+    }
+    events = {
+        reason: max(0, int(n) - references.get(reason, 0))
+        for (reason,), n in _samples("enrich_dead_letters").items()
+    }
+    return {r: n for r, n in events.items() if n}, {r: n for r, n in references.items() if n}
 
 
 def progress_counts() -> dict[str, int]:
@@ -55,7 +74,8 @@ def progress_counts() -> dict[str, int]:
         "enriched": int(rows.get(("enriched",), 0)),
         "late": int(rows.get(("late_enriched",), 0)),
         "miss": int(rows.get(("lookup_miss",), 0)),
-        "dead_letters": _total("enrich_dead_letters"),
+        "dead_letters": sum(dead_letters_by_kind()[0].values()),
+        "reference_dead_letters": _total("enrich_reference_dead_letters"),
         "pending": _total("enrich_pending_events"),
         "rows_held": _total("enrich_reference_rows"),
     }
@@ -118,9 +138,11 @@ class Progress:
                 lines.append(f"    {label:<28}{int(count):>12,}")
             if excluded.get((lookup,)):
                 lines.append(f"    {'excluded by inner join':<28}{int(excluded[(lookup,)]):>12,}")
-        lines.append("  dead letters by reason:")
-        for (reason,), count in sorted(_samples("enrich_dead_letters").items()):
-            lines.append(f"    {reason:<28}{int(count):>12,}")
+        event_letters, reference_letters = dead_letters_by_kind()
+        for kind, letters in (("event", event_letters), ("reference", reference_letters)):
+            lines.append(f"  {kind} dead letters by reason:")
+            for reason, count in sorted(letters.items()):
+                lines.append(f"    {reason:<28}{count:>12,}")
         lines.append("  reference updates:")
         for (lookup, outcome), count in sorted(_samples("enrich_reference_updates").items()):
             lines.append(f"    {f'{lookup} {outcome}':<28}{int(count):>12,}")

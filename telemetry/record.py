@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable
 
 from operators.decode import DecodedBatch
@@ -81,3 +82,6 @@ def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:
         metrics.FILTERED.labels("event").inc(decoded.filtered_events)
     if decoded.filtered_references:
         metrics.FILTERED.labels("reference").inc(decoded.filtered_references)
+    if decoded.bad_references:
+        for reason, count in Counter(letter.reason for letter in decoded.bad_references).items():
+            metrics.REFERENCE_DEAD_LETTERS.labels(reason).inc(count)

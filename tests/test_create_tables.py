@@ -136,6 +136,37 @@ def test_a_refusing_database_exits_1_with_its_message(
     assert "enrich-create-tables: file is not a database" in capsys.readouterr().err
 
 
+def test_an_unwritable_location_exits_1_naming_the_path(
+    env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a_file").write_text("")
+    path = tmp_path / "a_file" / "enriched.sqlite"
+    env.setenv("ENRICH_SQLITE_PATH", str(path))
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"enrich-create-tables: cannot open SQLite database {path}: ")
+    assert "writable by this user" in err
+
+
+def test_print_for_oracle_needs_no_credentials(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("ENRICH_DATABASE", "oracle")
+    assert main(["--print"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith('CREATE TABLE "ENRICHED_EVENTS" (')
+    assert captured.out.count(";\n") == 3
+    assert captured.err == ""
+
+
+def test_creating_oracle_tables_still_asks_for_the_credentials(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.setenv("ENRICH_DATABASE", "oracle")
+    assert main([]) == 2
+    assert "oracle_user, oracle_password, oracle_dsn must be set" in capsys.readouterr().err
+
+
 def test_a_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
     env |= {"PYTHONPATH": str(ROOT), "ENRICH_DEAD_LETTER_TABLE": "no such table"}

@@ -688,7 +688,16 @@ def test_entry_point_runs_to_the_end_and_prints_a_summary(tmp_path: Path) -> Non
     )
     assert summary_section(output, "events out of lookup 'security' by status:") == statuses
     reasons = Counter(reason for reason, _, _ in worked.dead.values())
-    assert summary_section(output, "dead letters by reason:") == reasons
+    event_letters = summary_section(output, "event dead letters by reason:")
+    reference_letters = summary_section(output, "reference dead letters by reason:")
+    assert Counter(event_letters) + Counter(reference_letters) == reasons
+    event_dead = {o for o in worked.dead if "/event/" in o}
+    assert sum(event_letters.values()) == len(event_dead)
+    # Every event read is accounted for once: out of the last lookup, or an event dead letter.
+    last = summary_section(output, "events out of lookup 'exchange' by status:")
+    events_read = re.search(r"events read\s+([\d,]+)", output)
+    assert events_read
+    assert int(events_read[1].replace(",", "")) == sum(last.values()) + sum(event_letters.values())
     letters = read_dead_letters(tmp_path / "dead_letters.jsonl")
     assert Counter(letter["reason"] for letter in letters) == reasons
     assert len(read_table(tmp_path / "enriched.sqlite")) == truth.good_events

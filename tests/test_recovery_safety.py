@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from flowrun import ROOT, flow_env, init_recovery
 
-from dataflows.recovery_guard import recovery_directory
+from dataflows.run_args import recovery_directory
 from operators.enrichment import Pending
 from operators.records import Event
 from recovery_store import trust

@@ -1,0 +1,81 @@
+"""How a run ends: SIGINT and SIGTERM stop it at once, print the summary and exit 0, no
+traceback; an error that carries a note for the operator ends it with that sentence, exit 1.
+
+Bytewax has no graceful stop: a signal raises inside whatever step runs,
+which ends in a traceback and a Rust panic. Stopping here is a deliberate
+end instead: what the sinks committed stays (every sink commits or fsyncs
+before its batch returns), nothing half-written is taken as done, and a run
+with a recovery store resumes from its last snapshot, as after any crash.
+Without one, events still waiting for their reference row are not written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
+from types import FrameType, TracebackType
+
+log = logging.getLogger("enrich")
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+STOPPED_EXIT = 0
+"""A requested stop is a success, as the reference publisher's SIGTERM is."""
+
+
+def stop_on_signals(finish: Callable[[], None], recovery: bool | None) -> None:
+    """On SIGINT or SIGTERM: log why, run `finish` (the summary), exit `STOPPED_EXIT`.
+
+    A second signal while finishing exits at once.
+    """
+    stopping = False
+    after = (
+        "the next run with the same -r directory resumes from the last snapshot"
+        if recovery
+        else "events still waiting for their reference row were not written; "
+        "run with -r to resume after a stop instead"
+        if recovery is False
+        else "with a recovery store (-r) the next run resumes from the last snapshot"
+    )
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:
+            os._exit(STOPPED_EXIT)
+        stopping = True
+        name = signal.Signals(signum).name
+        log.warning("stopping on %s: committed output is kept; %s", name, after)
+        try:
+            finish()
+        finally:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # Not sys.exit: raised inside a running step, Bytewax would turn it into a panic.
+            os._exit(STOPPED_EXIT)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stop)
+
+
+def explain_noted_errors() -> None:
+    """An uncaught error that carries notes (a permanent sink error says what to do) is
+    printed as its message and notes; the traceback goes to the log at DEBUG.
+
+    Every other error keeps Python's traceback: it is a bug, and the traceback is
+    what a developer needs. Python still exits 1 after the hook.
+    """
+    default = sys.excepthook
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        notes = getattr(exc, "__notes__", None)
+        if not notes or not isinstance(exc, Exception):
+            default(kind, exc, tb)
+            return
+        log.debug("the error's traceback:\n%s", "".join(traceback.format_exception(exc)))
+        print(f"enrich: stopped: {kind.__name__}: {exc}", *notes, sep="\n", file=sys.stderr)
+
+    sys.excepthook = hook

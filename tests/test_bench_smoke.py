@@ -1,0 +1,68 @@
+"""Every script in bench/ runs end to end at tiny sizes, so none can rot unnoticed.
+
+Each runs as a user would start it, in a subprocess with `--smoke`, and must
+exit 0 and print its result table. Nothing is measured here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
+    "sink": (
+        ["bench_sink.py", "--smoke"],
+        ["| dataflow, 1 worker | 8 | 2,000 |", "| plain executemany (ceiling) | - | 2,000 |"],
+    ),
+    "sink without the lookup index": (
+        ["bench_sink.py", "--smoke", "--no-lookup-index"],
+        ["without the lookup_id index", "| threads, 1 per partition | 4 | 2,000 |"],
+    ),
+    "enrich": (
+        ["bench_enrich.py", "all", "--smoke"],
+        [
+            "| 64 shards, batch logic (ours) | hits only, 100 rows | 2,000 |",
+            "| 1,000 | 30 | 3 |",
+            "| 1,000 | 100 |",
+            "| 2 | 2,000 |",
+        ],
+    ),
+    "kafka": (
+        ["bench_kafka.py", "all", "--smoke"],
+        ["| database |", "| 500 | 500 |"],
+    ),
+    "publisher": (
+        ["bench_publisher.py", "--smoke"],
+        ["| full load, empty topic, 500 rows | 500 | 500 | 0 |", "| full load again"],
+    ),
+}
+
+
+def test_every_bench_script_has_a_smoke_run() -> None:
+    scripts = {path.name for path in BENCH.glob("bench_*.py")}
+    assert scripts == {argv[0] for argv, _ in SMOKE_RUNS.values()}
+
+
+@pytest.mark.parametrize("name", SMOKE_RUNS)
+def test_bench_script_runs_in_smoke_mode(name: str, tmp_path: Path) -> None:
+    argv, expected = SMOKE_RUNS[name]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ENRICH_")}
+    result = subprocess.run(
+        [sys.executable, str(BENCH / argv[0]), *argv[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in expected:
+        assert line in result.stdout, f"{line!r} not in:\n{result.stdout}"
