@@ -163,7 +163,9 @@ def test_creating_oracle_tables_still_asks_for_the_credentials(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     env.setenv("ENRICH_DATABASE", "oracle")
-    assert main([]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main([])
+    assert stopped.value.code == 2
     assert "oracle_user, oracle_password, oracle_dsn must be set" in capsys.readouterr().err
 
 
