@@ -1,6 +1,7 @@
 """Entry point: `python -m bytewax.run dataflows.enrich`.
 
-Reads settings from the environment, refusing to start on a bad one, then
+Reads settings from the environment, refusing to start on a bad one or when
+Kafka or the metrics port is not ready (dataflows/start_checks.py), then
 exposes `flow` for Bytewax to run.
 """
 
@@ -9,8 +10,10 @@ from __future__ import annotations
 import gc
 import sys
 
+from dataflows import exits
 from dataflows.flow import build_flow
 from dataflows.settings import SettingsError, load_settings
+from dataflows.start_checks import check_start
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
@@ -21,6 +24,8 @@ except SettingsError as exc:
     raise SystemExit(2) from None
 
 start_logging(settings)
+exits.install()
+check_start(settings)
 if settings.gc_gen0_threshold:
     # Every event allocates a few short-lived objects; Python's default of 700
     # allocations per young collection makes the collector a large share of

@@ -94,3 +94,14 @@ REPLAYED_INVALID = Counter(
     "enrich_replayed_invalid_total",
     "Invalid reference records met again while rebuilding rows; dead-lettered on first read.",
 )
+KAFKA_UNANSWERED_SECONDS = Gauge(
+    "enrich_kafka_unanswered_seconds",
+    "Seconds since a Kafka broker last answered the dataflow's metadata check; 0 while they "
+    "answer.",
+)
+KAFKA_OFFSET_RESETS = Counter(
+    "enrich_kafka_offset_resets_total",
+    "Partitions whose resume offset was no longer in the topic, by topic and the policy "
+    "applied (fail stops the dataflow; earliest and latest restart there).",
+    ["topic", "policy"],
+)
