@@ -55,19 +55,22 @@ def restart_offset(
         f"but the partition holds offsets {low} to {high} (exclusive end)"
     )
     if policy == "fail":
-        raise OffsetsLost(
+        lost = OffsetsLost(
             f"{where}; the topic lost data it had (deleted and recreated, a broker on empty "
             "storage, or retention). Nothing was skipped. Restore the data, or set "
             "ENRICH_KAFKA_OFFSET_RESET_POLICY=earliest (read all the partition holds) or "
             "latest (skip to its end) to go on."
         )
+        log.error("%s", lost)
+        raise lost
     offset = low if policy == "earliest" else high
     log.error(
-        "%s; ENRICH_KAFKA_OFFSET_RESET_POLICY=%s: going on from offset %d, records between "
-        "were lost or will be read as new",
+        "%s; ENRICH_KAFKA_OFFSET_RESET_POLICY=%s: going on from offset %d; what the partition "
+        "no longer holds%s is not read",
         where,
         policy,
         offset,
+        ", and what it holds before that offset," if policy == "latest" else "",
     )
     return offset
 

@@ -36,8 +36,9 @@ from dataflows.exits import fault_in
 from dataflows.flow import build_flow
 from dataflows.settings import DEMO_LOOKUPS, load_settings
 from sources.broker_health import ClusterWatch
-from sources.kafka_errors import MissingTopics
-from sources.kafka_faults import restart_offset
+from sources.kafka_admin import config_checked
+from sources.kafka_errors import KafkaConfigRefused, MissingTopics, OffsetsLost
+from sources.kafka_faults import ResetPolicy, restart_offset
 from telemetry import metrics
 
 SECURITY_ONLY = [DEMO_LOOKUPS[0]]
@@ -280,17 +281,32 @@ def test_a_reference_topic_that_lost_snapshotted_records_stops_the_flow(
     assert "ENRICH_KAFKA_OFFSET_RESET_POLICY=latest: going on from offset 1" in latest.stderr
 
 
-def test_a_policy_restart_is_logged_as_an_error_and_counted(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(("policy", "offset"), [("earliest", 0), ("latest", 20), ("fail", None)])
+def test_every_lost_offset_is_logged_as_an_error_and_counted(
+    caplog: pytest.LogCaptureFixture, policy: ResetPolicy, offset: int | None
 ) -> None:
-    counter = metrics.KAFKA_OFFSET_RESETS.labels("t-policy", "latest")
+    counter = metrics.KAFKA_OFFSET_RESETS.labels("t-policy", policy)
     before = counter._value.get()
     with caplog.at_level(logging.ERROR, logger="enrich.kafka"):
-        assert restart_offset("latest", "reads next", "t-policy", 3, 500, 0, 20) == 20
+        if offset is None:
+            with pytest.raises(OffsetsLost, match="reads next offset 500, but the partition"):
+                restart_offset(policy, "reads next", "t-policy", 3, 500, 0, 20)
+        else:
+            assert restart_offset(policy, "reads next", "t-policy", 3, 500, 0, 20) == offset
     assert counter._value.get() == before + 1
     (record,) = caplog.records
     assert record.levelno == logging.ERROR
     assert "'t-policy' partition 3" in record.getMessage()
+
+
+def test_a_refused_property_is_named_and_every_value_hidden() -> None:
+    config = {"no.such.property": "hunter2-secret", "sasl.password": "pw-secret-99"}
+    with pytest.raises(KafkaConfigRefused) as raised, config_checked(config):
+        AdminClient(config)
+    message = str(raised.value)
+    assert "refused property 'no.such.property'" in message
+    assert "secret" not in message
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__
 
 
 # 4. Partitions added while running.
