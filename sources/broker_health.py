@@ -34,6 +34,7 @@ log = logging.getLogger("enrich.kafka")
 REPEAT_FACTOR = 10
 """While brokers stay silent the warning comes again every this many quiet times."""
 _MAX_REQUEST_SECONDS = 10.0
+_NO_ERROR = "requests time out"
 
 
 class ClusterWatch:
@@ -63,6 +64,7 @@ class ClusterWatch:
         self._layout: dict[str, int] = {}
         self._last_answer = clock()
         self._warned_at: float | None = None
+        self._last_error = _NO_ERROR
         self._users = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -132,10 +134,19 @@ class ClusterWatch:
             )
         self._last_answer = now
         self._warned_at = None
-        self._errors.clear()
+        self._drain_errors()
+        self._last_error = _NO_ERROR
         metrics.KAFKA_UNANSWERED_SECONDS.set(0)
 
+    def _drain_errors(self) -> None:
+        """Serve librdkafka's queued error reports, keeping only the latest one's text."""
+        self._admin.poll(0)
+        if self._errors:
+            self._last_error = self._errors[-1].str()
+            self._errors.clear()
+
     def _unanswered(self) -> None:
+        self._drain_errors()
         now = self._clock()
         silent = now - self._last_answer
         metrics.KAFKA_UNANSWERED_SECONDS.set(silent)
@@ -145,16 +156,13 @@ class ClusterWatch:
             REPEAT_FACTOR * self._quiet_seconds
         ):
             return
-        self._admin.poll(0)
-        last = self._errors[-1].str() if self._errors else "requests time out"
-        self._errors.clear()
         log.warning(
             "no Kafka broker of %s has answered for %.0f s (last error: %s); the dataflow "
             "keeps retrying and loses nothing, but reads nothing either: check the brokers "
             "and the network between them and this process",
             ", ".join(self.brokers),
             silent,
-            last,
+            self._last_error,
         )
         self._warned_at = now
 
