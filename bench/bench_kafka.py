@@ -45,10 +45,17 @@ sys.path.insert(0, str(ROOT))
 
 from bench.bench_enrich import machine, run_with_recovery  # noqa: E402
 from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa: E402
-from dataflows.settings import Settings, load_settings  # noqa: E402
+from dataflows.settings import Lookup, Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
 from operators.records import Enriched, Kind, RawRecord  # noqa: E402
 
+SECURITIES = Lookup(
+    name="security",
+    key_field="security_id",
+    columns={"cusip": "str", "name": "str", "sector": "str"},
+    topic="reference",
+)
+"""The one lookup measured: the securities this benchmark fills its reference topic with."""
 SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
 STAGES = ("read", "decode", "join", "database")
 
@@ -116,6 +123,8 @@ def settings_for(bootstrap: str, work: Path, stop_at_end: bool) -> Settings:
         source="kafka",
         kafka_brokers=bootstrap,
         kafka_stop_at_end=stop_at_end,
+        # One lookup, the securities: the topic this benchmark fills.
+        lookups=[SECURITIES],
         miss_timeout_seconds=3600,
         sqlite_path=work / "enriched.sqlite",
         dead_letter_path=work / "dead_letters.jsonl",

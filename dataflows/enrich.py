@@ -1,8 +1,9 @@
 """Entry point: `python -m bytewax.run dataflows.enrich`.
 
-Reads settings from the environment, refusing to start on a bad one (exit 2)
-or on a SQLite path it cannot write (exit 1), then exposes `flow` for
-Bytewax to run. SIGINT and SIGTERM stop it with the summary and exit 0.
+Reads settings from the environment, refusing to start on a bad one (exit 2),
+on a SQLite path it cannot write (exit 1), or when Kafka or the metrics port
+is not ready (dataflows/start_checks.py), then exposes `flow` for Bytewax to
+run. SIGINT and SIGTERM stop a running flow with the summary and exit 0.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from dataflows.flow import build_flow
 from dataflows.recovery_guard import refuse_unsafe_store
 from dataflows.run_args import recovery_enabled
 from dataflows.settings import check_dataflow, exit_on_bad_settings, load_settings
-from dataflows.stopping import explain_noted_errors, stop_on_signals
+from dataflows.start_checks import check_start
+from dataflows.stopping import explain_stopping_errors, stop_on_signals
 from telemetry.logging import start_logging
 from telemetry.progress import Progress
 
@@ -24,6 +26,8 @@ with exit_on_bad_settings():
     check_dataflow(settings)
 
 start_logging(settings)
+explain_stopping_errors()
+check_start(settings)
 if settings.gc_gen0_threshold:
     # Every event allocates a few short-lived objects; Python's default of 700
     # allocations per young collection makes the collector a large share of
@@ -37,6 +41,5 @@ recovery = recovery_enabled()
 progress = Progress(settings.progress_seconds)
 progress.start()
 stop_on_signals(progress.finish, recovery)
-explain_noted_errors()
 flow = build_flow(settings, recovery=recovery)
 refuse_unsafe_store(flow, settings)

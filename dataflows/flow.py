@@ -28,6 +28,7 @@ from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
 from sources.demo import DemoConfig, DemoSource
 from sources.kafka import EventSource, ReferenceSource
+from sources.kafka_faults import FaultSettings
 from sources.reference_file import ReferenceFileSource
 from telemetry.record import record_dead_letters, record_decoded, record_tally
 
@@ -101,17 +102,28 @@ def demo_source(settings: Settings) -> DemoSource:
     )
 
 
+def fault_settings(settings: Settings) -> FaultSettings:
+    return FaultSettings(
+        start_timeout_seconds=settings.kafka_start_timeout_seconds,
+        offset_reset_policy=settings.kafka_offset_reset_policy,
+        metadata_check_seconds=settings.kafka_metadata_check_seconds,
+        quiet_warning_seconds=settings.kafka_quiet_warning_seconds,
+    )
+
+
 def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
     """The events topic and each lookup's reference topic, by the step id that reads each."""
     config = settings.kafka_client_config()
     topic_args = (config, settings.kafka_batch_size, settings.kafka_stop_at_end)
     commit_group = settings.kafka_commit_group
+    faults = fault_settings(settings)
     inputs: dict[str, Source[Any]] = {
         "events_in": EventSource(
             settings.kafka_brokers,
             settings.kafka_events_topic,
             *topic_args,
             commit_group=commit_group,
+            faults=faults,
             start=OFFSET_BEGINNING if settings.kafka_events_start == "earliest" else OFFSET_END,
         )
     }
@@ -122,6 +134,7 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
                 lookup.topic,
                 *topic_args,
                 commit_group=commit_group,
+                faults=faults,
                 lookup=lookup.name,
             )
     return inputs

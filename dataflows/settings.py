@@ -220,6 +220,10 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     kafka_batch_size: int = Field(5_000, gt=0)
     kafka_stop_at_end: bool = False
     kafka_commit_group: str | None = Field(None, min_length=1, max_length=249)
+    kafka_start_timeout_seconds: float = Field(30.0, gt=0, le=600)
+    kafka_offset_reset_policy: Literal["fail", "earliest", "latest"] = "fail"
+    kafka_metadata_check_seconds: float = Field(10.0, gt=0)
+    kafka_quiet_warning_seconds: float = Field(30.0, gt=0)
     dead_letter_topic: str | None = None
     enriched_topic: str | None = None
 
@@ -263,6 +267,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
 
     gc_gen0_threshold: int = Field(100_000, ge=0)
     recovery_trusted_group: int | None = Field(None, ge=0)
+    metrics_port_in_use: Literal["refuse", "warn"] = "refuse"
 
     @field_validator("event_fields")
     @classmethod

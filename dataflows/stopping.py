@@ -1,5 +1,6 @@
 """How a run ends: SIGINT and SIGTERM stop it at once, print the summary and exit 0, no
-traceback; an error that carries a note for the operator ends it with that sentence, exit 1.
+traceback; a Kafka fault, or an error that carries a note for the operator, ends it with
+that sentence, exit 1.
 
 Bytewax has no graceful stop: a signal raises inside whatever step runs,
 which ends in a traceback and a Rust panic. Stopping here is a deliberate
@@ -18,6 +19,8 @@ import sys
 import traceback
 from collections.abc import Callable
 from types import FrameType, TracebackType
+
+from sources.kafka_errors import KafkaFault
 
 log = logging.getLogger("enrich")
 
@@ -61,21 +64,42 @@ def stop_on_signals(finish: Callable[[], None], recovery: bool | None) -> None:
         signal.signal(signum, stop)
 
 
-def explain_noted_errors() -> None:
-    """An uncaught error that carries notes (a permanent sink error says what to do) is
-    printed as its message and notes; the traceback goes to the log at DEBUG.
+def fault_in(exc: BaseException | None) -> KafkaFault | None:
+    """The first `KafkaFault` in an exception's chain of causes and contexts.
 
-    Every other error keeps Python's traceback: it is a bug, and the traceback is
-    what a developer needs. Python still exits 1 after the hook.
+    Bytewax wraps an exception raised in a source in its own runtime error, so
+    the fault is found by walking the chain, not by the outer type.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KafkaFault):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def explain_stopping_errors() -> None:
+    """An uncaught error that ends the run for a reason an operator can act on is
+    printed as a sentence, exit 1; the traceback goes to the log at DEBUG.
+
+    Two kinds: a Kafka fault (a lost offset, a changed topic: its message says
+    what failed and what to do), and an error that carries notes (a permanent
+    sink error says what a restart does). Every other error keeps Python's
+    traceback: it is a bug, and the traceback is what a developer needs.
     """
     default = sys.excepthook
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+        fault = fault_in(exc)
         notes = getattr(exc, "__notes__", None)
-        if not notes or not isinstance(exc, Exception):
+        if fault is None and (not notes or not isinstance(exc, Exception)):
             default(kind, exc, tb)
             return
         log.debug("the error's traceback:\n%s", "".join(traceback.format_exception(exc)))
-        print(f"enrich: stopped: {kind.__name__}: {exc}", *notes, sep="\n", file=sys.stderr)
+        if fault is not None:
+            print(f"dataflow stopped: {fault}", file=sys.stderr, flush=True)
+        else:
+            print(f"enrich: stopped: {kind.__name__}: {exc}", *notes, sep="\n", file=sys.stderr)
 
     sys.excepthook = hook

@@ -3,11 +3,13 @@
 `python -m sources.demo_to_kafka` with the same `ENRICH_*` settings as the
 dataflow (brokers, topic names, `ENRICH_DEMO_*` sizes) fills the events topic
 and each lookup's reference topic, so the Kafka path can be tried on a real cluster
-with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`.
+with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`. Unreachable
+brokers end it within `ENRICH_KAFKA_START_TIMEOUT_SECONDS` (exit 1).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,6 +17,8 @@ from dataflows.flow import demo_source
 from dataflows.settings import Settings, SettingsError, exit_on_bad_settings, load_settings
 from operators.records import Kind, RawRecord
 from sinks.kafka_producer import ConfirmedProducer
+from sources.kafka_admin import config_checked, list_cluster
+from sources.kafka_errors import KafkaFault
 
 
 @dataclass(frozen=True)
@@ -39,7 +43,9 @@ def _demo_records(settings: Settings) -> Iterator[RawRecord]:
 def produce_demo(settings: Settings) -> Produced:
     """Every planned record, keyed by lookup id: events to the events topic, each
     lookup's reference rows to that lookup's topic."""
-    producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
+    config = settings.kafka_client_config()
+    with config_checked(config):
+        producer = ConfirmedProducer(settings.kafka_brokers, config)
     topics = {lookup.name: lookup.topic for lookup in settings.lookups}
     events = references = 0
     for raw in _demo_records(settings):
@@ -57,7 +63,19 @@ def main() -> None:
         settings = load_settings()
         if not settings.kafka_brokers:
             raise SettingsError("invalid settings:\n  ENRICH_KAFKA_BROKERS: no broker given")
-    produced = produce_demo(settings)
+    try:
+        list_cluster(
+            settings.kafka_brokers,
+            settings.kafka_client_config(),
+            settings.kafka_start_timeout_seconds,
+        )
+        produced = produce_demo(settings)
+    except KafkaFault as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        print("interrupted; some demo records may have been produced", file=sys.stderr)
+        raise SystemExit(130) from None
     topics = ", ".join(repr(lookup.topic) for lookup in settings.lookups)
     print(
         f"produced {produced.events} events to {settings.kafka_events_topic!r} and "

@@ -25,11 +25,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 from operators.records import CaughtUp, Kind, RawRecord
+from sources.broker_health import ClusterWatch
+from sources.kafka_admin import list_cluster, require_topics
+from sources.kafka_faults import DEFAULT_FAULTS, FaultSettings, PartitionGuard
 from sources.kafka_progress import CommitReport, PartitionProgress, commit_config
 
 _POLL_SECONDS = 0.001
@@ -64,6 +66,8 @@ def consumer_config(
         # latency benchmark measured 300 ms p50 with it, 43 ms with 50.
         "fetch.wait.max.ms": "50",
         **config,
+        # Never jump silently: a lost offset is reported and handled (sources/kafka_faults.py).
+        "auto.offset.reset": "error",
     }
 
 
@@ -86,10 +90,12 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         start: int,
         batch_size: int,
         stop_at_end: bool,
+        guard: PartitionGuard,
         replay_below: int = 0,
         caught_up: CaughtUp | None = None,
         report: CommitReport | None = None,
     ) -> None:
+        self._guard = guard
         self._consumer = consumer
         self._kind = kind
         self._topic = topic
@@ -111,6 +117,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
             if self._progress.settled(self._position()):
                 raise StopIteration
             return []
+        self._guard.check()
         batch: list[RawRecord | CaughtUp] = []
         append = batch.append
         kind, topic, index, replay_below = self._kind, self._topic, self._index, self._replay_below
@@ -131,6 +138,12 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
                     )
                 )
                 continue
+            if error.code() == KafkaError._AUTO_OFFSET_RESET:
+                lost = msg.offset()
+                expected = lost if lost is not None and lost >= 0 else self._next
+                self._next = self._guard.offsets_lost(self._consumer, topic, index, expected)
+                offset = -1
+                break
             if error.code() != KafkaError._PARTITION_EOF:
                 raise KafkaException(error)
             if self._caught_up is not None:
@@ -158,6 +171,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
 
     def close(self) -> None:
         self._consumer.close()
+        self._guard.release()
 
 
 class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
@@ -171,8 +185,10 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
         batch_size: int,
         stop_at_end: bool,
         commit_group: str | None = None,
+        faults: FaultSettings = DEFAULT_FAULTS,
     ) -> None:
         self._brokers = list(brokers)
+        self._faults = faults
         self._topic = topic
         self._config = dict(config)
         self._batch_size = batch_size
@@ -182,11 +198,27 @@ class _TopicSource(FixedPartitionedSource[RawRecord | CaughtUp, int | None]):
         self._parts: list[str] | None = None
 
     def list_parts(self) -> list[str]:
-        """Asked of the cluster once: every partition built needs the count."""
+        """Asked of the cluster once: every partition built needs the count.
+
+        The whole cluster's listing, with a deadline: asking for the topic by
+        name would create it on brokers that allow that. Named as Bytewax's
+        own Kafka source names them, so recovery stores stay compatible.
+        """
         if self._parts is None:
-            listing = KafkaSource(self._brokers, [self._topic], add_config=self._config)
-            self._parts = listing.list_parts()
+            timeout = self._faults.start_timeout_seconds
+            listing = list_cluster(self._brokers, self._config, timeout)
+            require_topics(listing, {self._topic: "topic read"})
+            self._parts = [f"{index}-{self._topic}" for index in range(listing[self._topic])]
         return self._parts
+
+    def _guard(self) -> PartitionGuard:
+        """A partition's fault handling; the process's cluster watch follows this topic."""
+        faults = self._faults
+        watch = ClusterWatch.shared(
+            self._brokers, self._config, faults.metadata_check_seconds, faults.quiet_warning_seconds
+        )
+        watch.follow(self._topic, len(self.list_parts()))
+        return PartitionGuard(watch, faults)
 
     def _consumer(self, end_events: bool, report: CommitReport | None = None) -> Consumer:
         return Consumer(consumer_config(self._brokers, self._config, end_events, report))
@@ -210,6 +242,7 @@ class EventSource(_TopicSource):
             self._start if resume_state is None else resume_state,
             self._batch_size,
             self._stop_at_end,
+            self._guard(),
             report=report,
         )
 
@@ -224,15 +257,17 @@ class ReferenceSource(_TopicSource):
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _Partition:
         index = int(for_part.partition("-")[0])
         report = self._report
+        consumer, guard = self._consumer(True, report), self._guard()
         return _Partition(
-            self._consumer(True, report),
+            consumer,
             Kind.REFERENCE,
             self._topic,
             index,
             OFFSET_BEGINNING,
             self._batch_size,
             self._stop_at_end,
-            replay_below=resume_state or 0,
+            guard,
+            replay_below=guard.replay_boundary(consumer, self._topic, index, resume_state or 0),
             caught_up=CaughtUp(f"{self._topic}/{index}", len(self.list_parts()), self._lookup),
             report=report,
         )

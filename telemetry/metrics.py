@@ -110,3 +110,14 @@ KAFKA_COMMIT_ERRORS = Counter(
     "Failed commits of completed snapshots' offsets to ENRICH_KAFKA_COMMIT_GROUP, by topic.",
     ["topic"],
 )
+KAFKA_UNANSWERED_SECONDS = Gauge(
+    "enrich_kafka_unanswered_seconds",
+    "Seconds since a Kafka broker last answered the dataflow's metadata check; 0 while they "
+    "answer.",
+)
+KAFKA_OFFSET_RESETS = Counter(
+    "enrich_kafka_offset_resets_total",
+    "Partitions whose resume offset was no longer in the topic, by topic and the policy "
+    "applied (fail stops the dataflow; earliest and latest restart there).",
+    ["topic", "policy"],
+)
