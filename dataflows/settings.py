@@ -328,6 +328,13 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
         kafka_outputs = self.dead_letter_topic or self.enriched_topic
         if (self.source == "kafka" or kafka_outputs) and not self.kafka_brokers:
             raise ValueError("kafka_brokers: Kafka is used, so at least one broker is needed")
+        if "group.id" in self.kafka_config:
+            # Read last, it would override the commit group, or name one nothing commits to.
+            raise ValueError(
+                "kafka_config: 'group.id' is not taken here; the dataflow joins no group "
+                "(offsets live in the recovery store): set ENRICH_KAFKA_COMMIT_GROUP to have "
+                "lag tools see its progress"
+            )
         if self.database == "oracle":
             self.require_oracle("database is oracle")
         return self

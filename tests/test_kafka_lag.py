@@ -273,3 +273,17 @@ def test_commits_never_run_ahead_of_what_a_restart_resumes_from(
 def test_an_empty_commit_group_is_refused_naming_the_variable() -> None:
     with pytest.raises(SettingsError, match="ENRICH_KAFKA_COMMIT_GROUP"):
         load_settings(kafka_commit_group="")
+
+
+def test_a_group_id_in_the_kafka_config_is_refused_naming_the_setting_to_use() -> None:
+    """Merged last into every consumer's config, it would silently replace the commit group."""
+    with pytest.raises(
+        SettingsError, match=r"ENRICH_KAFKA_CONFIG.*ENRICH_KAFKA_COMMIT_GROUP"
+    ) as err:
+        load_settings(
+            source="kafka",
+            kafka_brokers="127.0.0.1:9092",
+            kafka_config={"group.id": "mine"},
+            kafka_commit_group="enrich-flow",
+        )
+    assert "mine" not in str(err.value), "a configured value is never echoed"
