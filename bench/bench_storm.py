@@ -1,0 +1,201 @@
+"""A miss storm against all hits, side by side in one run; prints a Markdown table.
+
+    python bench/bench_storm.py                 # 200,000 events
+    python bench/bench_storm.py --events 1000000
+    python bench/bench_storm.py --smoke         # tiny, for the test suite
+
+Both runs are the demo entry point (`bytewax.run dataflows.enrich`) with
+recovery on and 1 s epochs, as in production. In the storm, the first
+lookup's filter matches no reference row and the miss timeout is an hour,
+so every event waits until the end of input: the state a failed reference
+feed builds up. The all-hits run is the same demo without the filter.
+
+Snapshot bytes per epoch are read from the recovery store afterwards: the
+runs keep every snapshot (a backup interval longer than the run), so the
+store holds exactly what each epoch wrote. RSS is sampled from /proc while
+the run goes. The host is shared and noisy, so compare the two rows of one
+run (the ratio), not absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_ROW = [{"field": "sector", "op": "==", "value": "no such sector"}]
+"""A reference filter no demo row matches: every security lookup misses."""
+
+
+@dataclass(frozen=True)
+class Run:
+    label: str
+    events: int
+    seconds: float
+    peak_rss_mb: float
+    store_mb: float
+    epochs: int
+    statuses: dict[str, int]
+    """Rows of the enriched table by status: proof every event went through."""
+    bytes_per_epoch: list[int]
+    """Snapshot bytes each epoch wrote, over every step, in epoch order."""
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+def lookups(storm: bool) -> str:
+    """The demo chain; in a storm, the first lookup's rows are all filtered out."""
+    sys.path.insert(0, str(ROOT))
+    from dataflows.settings import DEMO_LOOKUPS
+
+    chain = [lookup.model_dump(mode="json", exclude_none=True) for lookup in DEMO_LOOKUPS]
+    if storm:
+        chain[0]["filter"] = NO_ROW
+    return json.dumps(chain)
+
+
+def _rss_mb(pid: int) -> float:
+    """RSS of a process and its children (bytewax.run may fork), in MB."""
+    total = 0
+    for proc in [pid, *_children(pid)]:
+        try:
+            for line in Path(f"/proc/{proc}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(child) for child in found]
+
+
+def snapshot_bytes(recovery: Path) -> dict[int, int]:
+    """Bytes of snapshot blobs written per epoch, summed over every partition."""
+    per_epoch: dict[int, int] = {}
+    for part in sorted(recovery.glob("part-*.sqlite3")):
+        with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as conn:
+            for epoch, size in conn.execute(
+                "SELECT snap_epoch, SUM(COALESCE(LENGTH(ser_change), 0)) FROM snaps "
+                "GROUP BY snap_epoch"
+            ):
+                per_epoch[epoch] = per_epoch.get(epoch, 0) + size
+    return per_epoch
+
+
+def run(label: str, events: int, storm: bool, workers: int = 1, **extra: str) -> Run:
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        recovery = work / "recovery"
+        recovery.mkdir()
+        subprocess.run(
+            [sys.executable, "-m", "bytewax.recovery", str(recovery), str(workers)],
+            cwd=ROOT,
+            check=True,
+        )
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ENRICH_", "BYTEWAX_"))}
+        env.update(
+            PYTHONPATH=str(ROOT),
+            ENRICH_SQLITE_PATH=str(work / "out.sqlite"),
+            ENRICH_DEAD_LETTER_PATH=str(work / "dlq.jsonl"),
+            ENRICH_PROGRESS_SECONDS="0",
+            ENRICH_LOG_LEVEL="WARNING",
+            ENRICH_DEMO_EVENTS=str(events),
+            ENRICH_MISS_TIMEOUT_SECONDS="3600",
+            ENRICH_LOOKUPS=lookups(storm),
+            **extra,
+        )
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "bytewax.run", "dataflows.enrich",
+                "-w", str(workers), "-r", str(recovery), "-s", "1", "-b", "86400",
+            ],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        peak = [0.0]
+
+        def sample() -> None:
+            while proc.poll() is None:
+                peak[0] = max(peak[0], _rss_mb(proc.pid))
+                time.sleep(0.2)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        output, _ = proc.communicate()
+        seconds = time.perf_counter() - started
+        sampler.join()
+        if proc.returncode != 0:
+            raise SystemExit(f"{label} run exited {proc.returncode}:\n{output.decode()[-3000:]}")
+        per_epoch = snapshot_bytes(recovery)
+        with closing(sqlite3.connect(work / "out.sqlite")) as conn:
+            statuses = dict(
+                conn.execute("SELECT status, COUNT(*) FROM enriched_events GROUP BY status")
+            )
+        store = sum(path.stat().st_size for path in recovery.iterdir())
+        return Run(
+            label,
+            events,
+            seconds,
+            peak[0],
+            store / 1e6,
+            len(per_epoch),
+            statuses,
+            [per_epoch[epoch] for epoch in sorted(per_epoch)],
+        )
+
+
+def table(runs: list[Run]) -> list[str]:
+    hits = runs[0]
+    lines = [
+        "| run | events | seconds | events/s | ratio to all hits | snapshot bytes per epoch "
+        "(median / max) | epochs | recovery store | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for one in runs:
+        sizes = sorted(one.bytes_per_epoch) or [0]
+        lines.append(
+            f"| {one.label} | {one.events:,} | {one.seconds:.1f} | {one.rate:,.0f} | "
+            f"{one.rate / hits.rate:.2f} | {sizes[len(sizes) // 2]:,} / {sizes[-1]:,} | "
+            f"{one.epochs} | {one.store_mb:.1f} MB | {one.peak_rss_mb:.0f} MB |"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
+    parser.add_argument("--json", action="store_true", help="print the runs as JSON too")
+    args = parser.parse_args()
+    events = 3_000 if args.smoke else args.events
+    # Paced, so the tiny run spans a few epochs.
+    extra = {"ENRICH_DEMO_REFERENCES": "200", "ENRICH_DEMO_RATE": "1000"} if args.smoke else {}
+    runs = [
+        run("all hits", events, storm=False, **extra),
+        run("storm: every event waits", events, storm=True, **extra),
+    ]
+    print("\n".join(table(runs)))
+    if args.json:
+        print(json.dumps([{**one.__dict__, "rate": one.rate} for one in runs]))
+
+
+if __name__ == "__main__":
+    main()
