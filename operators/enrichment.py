@@ -180,13 +180,16 @@ class ShardEnricher:
         out: list[Output] = []
         if not self.ready:
             self._become_ready(now, out)
-        for blob in sorted(self.snapshot(), key=compact.arrived):
-            self._miss(decoded(blob), MissReason.END_OF_INPUT, now, out)
+        blobs: list[bytes | None] = sorted(self.snapshot(), key=compact.arrived)  # type: ignore[arg-type]
         self.tally.pending_delta -= self.pending_count
         self.pending.clear()
         self.fifo.clear()
         self.pending_count = 0
         self.pending_bytes = 0
+        for index, blob in enumerate(blobs):
+            # Each encoding is freed once decoded, so memory never holds both forms of all.
+            blobs[index] = None
+            self._miss(decoded(blob), MissReason.END_OF_INPUT, now, out)  # type: ignore[arg-type]
         return out
 
     def next_deadline(self) -> float | None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+from test_recovery_store import ENRICH, SNAPS_0, SNAPS_1, insert, new_store
 
 from operators import waiting
 from operators.enrichment import HELD, EnrichConfig, Pending, ShardEnricher, decoded, restore
 from operators.records import Event, MissReason, Outcome, RefUpdate, Status
+from recovery_store.report import build_key_report, build_report
+from recovery_store.store import Store, read_store
 from recovery_store.unpickle import loads
 
 json_values = st.recursive(
@@ -86,3 +90,37 @@ def test_held_events_count_against_the_memory_budget_too() -> None:
     out = shard.process([event("e0", "A"), event("e1", "A"), event("e2", "A")], now=0.0)
     assert [(r.event.event_id, r.miss_reason) for r in out] == [("e0", MissReason.OVERFLOW)]
     assert shard.pending_bytes == 2 * size
+
+
+def _store(directory: Path, encode_states: bool) -> Store:
+    """The recovery-store tests' two-partition store, its waiting events encoded or not."""
+    snaps = [
+        (step, key, epoch, pickle.dumps(waiting_compact(pickle.loads(blob))))
+        if encode_states and step == ENRICH
+        else (step, key, epoch, blob)
+        for step, key, epoch, blob in SNAPS_1
+    ]
+    new_store(directory, 2)
+    insert(directory, 1, "exs", (0, 2, 1))
+    insert(directory, 0, "exs", (1, 2, 4))
+    insert(directory, 0, "fronts", (0, 0, 5), (1, 0, 9))
+    insert(directory, 1, "fronts", (0, 1, 4), (1, 1, 7))
+    insert(directory, 0, "snaps", *SNAPS_0)
+    insert(directory, 1, "snaps", *snaps)
+    return read_store(directory)
+
+
+def waiting_compact(state: list[Pending]) -> list[bytes]:
+    return [waiting.encode(*item) for item in state]
+
+
+def test_the_recovery_report_reads_encoded_snapshots_as_it_read_pending_ones(
+    tmp_path: Path,
+) -> None:
+    old = _store(tmp_path / "old", encode_states=False)
+    new = _store(tmp_path / "new", encode_states=True)
+    encoded = [loads(snap.data) for snap in new.snapshots if snap.step_id == ENRICH and snap.data]
+    assert any(state and type(state[0]) is bytes for state in encoded)  # type: ignore[index]
+    assert build_report(new).enrichment == build_report(old).enrichment
+    assert build_report(new).enrichment.events_pending == 4
+    assert build_key_report(new, "A") == build_key_report(old, "A")
