@@ -23,6 +23,7 @@ import argparse
 import gc
 import json
 import os
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -52,6 +53,8 @@ class Run:
     statuses: dict[str, int]
     """Rows of the enriched table by status: proof every event went through."""
     bytes_per_epoch: list[int]
+    waiting_per_epoch: list[int]
+    """Waiting events in each epoch's snapshots: in a storm, every shard's, so the backlog."""
     """Snapshot bytes each epoch wrote, over every step, in epoch order."""
 
     @property
@@ -91,16 +94,21 @@ def _children(pid: int) -> list[int]:
     return [int(child) for child in found]
 
 
-def snapshot_bytes(recovery: Path) -> dict[int, int]:
-    """Bytes of snapshot blobs written per epoch, summed over every partition."""
-    per_epoch: dict[int, int] = {}
+def snapshot_bytes(recovery: Path) -> dict[int, tuple[int, int]]:
+    """Per epoch: bytes of snapshot blobs written, and waiting events in them."""
+    sys.path.insert(0, str(ROOT))
+    from recovery_store.unpickle import loads
+
+    per_epoch: dict[int, tuple[int, int]] = {}
     for part in sorted(recovery.glob("part-*.sqlite3")):
         with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as conn:
-            for epoch, size in conn.execute(
-                "SELECT snap_epoch, SUM(COALESCE(LENGTH(ser_change), 0)) FROM snaps "
-                "GROUP BY snap_epoch"
+            for epoch, step, blob in conn.execute(
+                "SELECT snap_epoch, step_id, ser_change FROM snaps"
             ):
-                per_epoch[epoch] = per_epoch.get(epoch, 0) + size
+                size, waiting = per_epoch.get(epoch, (0, 0))
+                if blob is not None and step.startswith("enrich.enrich_"):
+                    waiting += len(loads(blob))  # type: ignore[arg-type]
+                per_epoch[epoch] = size + len(blob or b""), waiting
     return per_epoch
 
 
@@ -162,7 +170,8 @@ def run(label: str, events: int, storm: bool, workers: int = 1, **extra: str) ->
             store / 1e6,
             len(per_epoch),
             statuses,
-            [per_epoch[epoch] for epoch in sorted(per_epoch)],
+            [per_epoch[epoch][0] for epoch in sorted(per_epoch)],
+            [per_epoch[epoch][1] for epoch in sorted(per_epoch)],
         )
 
 
@@ -188,11 +197,13 @@ def demo_events(count: int) -> list[Any]:
     return found
 
 
-def memory_per_waiting_event(count: int) -> tuple[float, float]:
-    """Bytes per waiting event: the compact form the join keeps, against object graphs.
+def per_waiting_event(count: int) -> dict[str, float]:
+    """Memory and snapshot cost per waiting event: the compact form kept now, and object graphs.
 
-    Measured with tracemalloc over the shards' whole state; the events come
-    from the demo's decoder, so their fields are fresh strings as in production.
+    Memory is measured with tracemalloc over the shards' whole state; the
+    events come from the demo's decoder, so their fields are fresh strings as
+    in production. Snapshot cost is `pickle.dumps` of every shard's state, as
+    Bytewax does in each epoch that touched the shard: during a storm, all.
     """
     from operators import routing
     from operators.enrichment import EnrichConfig, Pending, ShardEnricher
@@ -208,6 +219,7 @@ def memory_per_waiting_event(count: int) -> tuple[float, float]:
     compact = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     waiting = sum(shard.pending_count for shard in shards.values())
+    compact_pickle = _pickle_cost([shard.snapshot() for shard in shards.values()], waiting)
     del shards
     # Before: each waiting event kept as `Pending(event, ...)` in two deques, the
     # event's objects alive; measured from decoding on, since those were kept.
@@ -223,26 +235,47 @@ def memory_per_waiting_event(count: int) -> tuple[float, float]:
     del item, held
     graph = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return compact / waiting, (graph - _size_of_list(again)) / len(again)
+    graph_bytes = (graph - sys.getsizeof(again)) / len(again)
+    states = [
+        [Pending(item, 0.0, 3600.0) for item in items]
+        for _, items in routing.by_shard(again, names)
+    ]
+    graph_pickle = _pickle_cost(states, len(again))
+    return {
+        "memory_compact": compact / waiting,
+        "memory_graph": graph_bytes,
+        "snapshot_bytes_compact": compact_pickle[0],
+        "snapshot_us_compact": compact_pickle[1],
+        "snapshot_bytes_graph": graph_pickle[0],
+        "snapshot_us_graph": graph_pickle[1],
+    }
 
 
-def _size_of_list(items: list[Any]) -> int:
-    """The demo's list of events is the benchmark's own, not state: leave it out."""
-    return sys.getsizeof(items)
+def _pickle_cost(states: list[Any], events: int) -> tuple[float, float]:
+    """Pickled bytes and microseconds per event for a snapshot of every shard."""
+    started = time.perf_counter()
+    size = sum(len(pickle.dumps(state)) for state in states)
+    return size / events, (time.perf_counter() - started) * 1e6 / events
 
 
 def table(runs: list[Run]) -> list[str]:
     hits = runs[0]
     lines = [
         "| run | events | seconds | events/s | ratio to all hits | snapshot bytes per epoch "
-        "(median / max) | epochs | recovery store | peak RSS |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "(median / max) | largest backlog in a snapshot | bytes per waiting event in it "
+        "| epochs | recovery store | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for one in runs:
         sizes = sorted(one.bytes_per_epoch) or [0]
+        waiting, size = max(
+            zip(one.waiting_per_epoch, one.bytes_per_epoch, strict=True), default=(0, 0)
+        )
+        per_event = f"{size / waiting:,.0f} B" if waiting else "-"
         lines.append(
             f"| {one.label} | {one.events:,} | {one.seconds:.1f} | {one.rate:,.0f} | "
             f"{one.rate / hits.rate:.2f} | {sizes[len(sizes) // 2]:,} / {sizes[-1]:,} | "
+            f"{waiting:,} | {per_event} | "
             f"{one.epochs} | {one.store_mb:.1f} MB | {one.peak_rss_mb:.0f} MB |"
         )
     return lines
@@ -253,21 +286,30 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
     parser.add_argument("--json", action="store_true", help="print the runs as JSON too")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="pace the demo (events/s), as a live feed is"
+    )
     args = parser.parse_args()
     events = 3_000 if args.smoke else args.events
     # Paced, so the tiny run spans a few epochs.
     extra = {"ENRICH_DEMO_REFERENCES": "200", "ENRICH_DEMO_RATE": "1000"} if args.smoke else {}
+    if args.rate:
+        extra["ENRICH_DEMO_RATE"] = str(args.rate)
     runs = [
         run("all hits", events, storm=False, **extra),
         run("storm: every event waits", events, storm=True, **extra),
     ]
     print("\n".join(table(runs)))
-    compact, graph = memory_per_waiting_event(events)
+    cost = per_waiting_event(events)
     print(
-        f"\nMemory per waiting event ({events:,} demo events): {compact:,.0f} B "
-        f"as kept (compact bytes), {graph:,.0f} B as object graphs (before)"
+        f"\nPer waiting event ({events:,} demo events), kept as compact bytes / as object "
+        f"graphs (before): memory {cost['memory_compact']:,.0f} B / {cost['memory_graph']:,.0f} B; "
+        f"in each epoch's snapshot {cost['snapshot_bytes_compact']:,.0f} B / "
+        f"{cost['snapshot_bytes_graph']:,.0f} B, pickled in {cost['snapshot_us_compact']:.2f} µs"
+        f" / {cost['snapshot_us_graph']:.2f} µs"
     )
     if args.json:
+        print(json.dumps(cost))
         print(json.dumps([{**one.__dict__, "rate": one.rate} for one in runs]))
 
 

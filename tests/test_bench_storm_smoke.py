@@ -18,7 +18,9 @@ def test_storm_benchmark_smoke_run_reports_both_runs() -> None:
         timeout=300,
         check=True,
     )
-    hits, storm = json.loads(result.stdout.strip().splitlines()[-1])
+    lines = result.stdout.splitlines()
+    hits, storm = json.loads(next(line for line in lines if line.startswith("[")))
+    cost = next(line for line in lines if line.startswith("{"))
     assert "| storm: every event waits |" in result.stdout
     # Every event went through both runs; in the storm none found its row.
     assert set(storm["statuses"]) == {"lookup_miss"}
@@ -27,3 +29,7 @@ def test_storm_benchmark_smoke_run_reports_both_runs() -> None:
     # The run spanned several epochs and the store was read.
     assert storm["epochs"] >= 2 and all(size > 0 for size in storm["bytes_per_epoch"])
     assert storm["peak_rss_mb"] > 0 and storm["store_mb"] > 0
+    # Per waiting event: the compact form is smaller in memory and far cheaper to snapshot.
+    per_event = json.loads(cost)
+    assert 0 < per_event["memory_compact"] < per_event["memory_graph"]
+    assert 0 < per_event["snapshot_us_compact"] < per_event["snapshot_us_graph"]
