@@ -11,13 +11,13 @@ State layout, and why:
   reference source, so snapshot cost follows the pending events, not the size
   of the reference table.
 - `pending` maps lookup id to its waiting events in arrival order, and `fifo`
-  holds every waiting event of the shard in arrival order. A waiting event is
-  one compact `bytes` object (`operators.waiting`), the same object in both,
-  and snapshots hold those objects, so a storm of waiting events costs little
-  memory and pickles as copies. Every event waits
+  holds every waiting event of the shard in arrival order. Every event waits
   the same timeout, so arrival order is deadline order and the head of `fifo`
   is always the next deadline; entries that left early (released by their row
-  or evicted) are skipped lazily when they reach the head.
+  or evicted) are skipped lazily when they reach the head. A waiting event is
+  one compact `bytes` object (`operators.waiting`), the same object in both,
+  and snapshots hold those objects: a storm of waiting events costs little
+  memory, and a snapshot copies them instead of pickling object graphs.
 - `held` keeps, in arrival order, the events that arrived while the reference
   source was still being re-read after a start (`wait_for_reference`): a row
   missing then may only be unread yet, so they are looked up once every

@@ -1,20 +1,19 @@
 """A waiting event as one compact bytes object: how it sits in memory and in snapshots.
 
 During a miss storm every event waits, and Bytewax re-pickles a shard's whole
-state in every epoch the shard changed. Pickling an object graph per event
-(`Pending`, `Event`, its `fields` dict, its strings) cost about 7 µs and
-150 B per event per epoch, and the graph took about 580 B of memory that the
-garbage collector kept rescanning. One `bytes` object per event pickles as a
-copy, is invisible to the collector and takes well under half the memory
-(docs/BENCHMARKS.md, "Miss storms").
+state in every epoch the shard changed. As an object graph (`Pending`,
+`Event`, its `fields` dict, its strings) a waiting event took about 580 B of
+memory, which the garbage collector kept rescanning, and 3 µs to pickle in
+every epoch. As one `bytes` object it takes about 200 B, is invisible to the
+collector and pickles as a copy in 0.1 µs (docs/BENCHMARKS.md, "Miss storms").
 
 Layout: arrival and deadline as two little-endian doubles (a held event's
 deadline is `HELD`, infinity), then the event as a pickle of plain values
 only: its enums travel as their strings, so the pickle names no global and
 is read back by an unpickler that refuses every global. The pickle's
-protocol and first frame header are left out: the unpickler needs neither. Pickle rather than
-JSON: six times faster to write, twice to read, and a string the event holds
-twice (its id in its fields) is stored once.
+protocol and first frame headers are left out, being the same in every
+event. Pickle rather than JSON: six times faster to write, twice to read,
+and a string the event holds twice (its id in its fields) is stored once.
 """
 
 from __future__ import annotations

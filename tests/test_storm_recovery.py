@@ -92,3 +92,24 @@ def test_events_waiting_at_a_kill_leave_once_after_the_resume(tmp_path: Path) ->
     assert set(outcomes) <= {"late_enriched", "lookup_miss"}, outcomes
     assert outcomes["late_enriched"] > 0, "no waiting event met its row again"
     assert outcomes["lookup_miss"] > 0, "no waiting event left under the miss policy"
+
+
+def test_at_the_memory_budget_the_oldest_leave_as_counted_overflow(tmp_path: Path) -> None:
+    """A storm over a tiny budget: events leave early as `overflow`, none is lost or repeated.
+
+    0.5 MB over 2 lookups and 64 shards is about 3.9 KB, some 20 waiting
+    events, per shard: far fewer than the storm's 20,000.
+    """
+    env = flow_env(tmp_path, lookups=FEED_DOWN, max_pending_mb=0.5)
+    finish([(start_flow(tmp_path, [], env, "run.log"), "run.log")], tmp_path)
+    with sqlite3.connect(tmp_path / "enriched.sqlite") as conn:
+        reasons = Counter(
+            dict(conn.execute("SELECT miss_reason, COUNT(*) FROM enriched_events GROUP BY 1"))
+        )
+        ids = conn.execute("SELECT COUNT(DISTINCT event_id), COUNT(*) FROM enriched_events")
+        distinct, rows = ids.fetchone()
+    assert distinct == rows
+    # Every security lookup missed: each event left as overflow or at the end of input.
+    assert set(reasons) == {"overflow", "end_of_input"}, reasons
+    assert reasons["end_of_input"] <= 64 * 21
+    assert reasons["overflow"] > rows / 2

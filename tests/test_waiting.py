@@ -10,6 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_recovery_store import ENRICH, SNAPS_0, SNAPS_1, insert, new_store
 
+from dataflows.flow import enrich_config
+from dataflows.settings import load_settings
 from operators import waiting
 from operators.enrichment import HELD, EnrichConfig, Pending, ShardEnricher, decoded, restore
 from operators.records import Event, MissReason, Outcome, RefUpdate, Status
@@ -124,3 +126,10 @@ def test_the_recovery_report_reads_encoded_snapshots_as_it_read_pending_ones(
     assert build_report(new).enrichment == build_report(old).enrichment
     assert build_report(new).enrichment.events_pending == 4
     assert build_key_report(new, "A") == build_key_report(old, "A")
+
+
+def test_the_memory_budget_is_split_over_lookups_and_shards() -> None:
+    settings = load_settings(max_pending_mb=64, shards=8)
+    assert len(settings.lookups) == 2
+    for lookup in settings.lookups:
+        assert enrich_config(settings, lookup).max_pending_bytes_per_shard == 4_000_000
