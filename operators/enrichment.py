@@ -386,8 +386,8 @@ class ShardEnricher:
         out.append(Enriched(event, row, None, Status.LOOKUP_MISS, reason, waited_ms))
 
 
-def decoded(blob: bytes) -> Pending:
-    return Pending(*compact.decode(blob))
+def decoded(blob: bytes, loads: compact.Loads = compact.pickle.loads) -> Pending:
+    return _new(Pending, compact.decode(blob, loads))
 
 
 def encoded(state: Iterable[bytes | Pending]) -> list[bytes]:
@@ -395,6 +395,8 @@ def encoded(state: Iterable[bytes | Pending]) -> list[bytes]:
     return [item if type(item) is bytes else compact.encode(*item) for item in state]
 
 
-def restore(state: Iterable[bytes | Pending]) -> list[Pending]:
-    """The waiting events of a snapshot of any version, decoded."""
-    return [item if type(item) is Pending else decoded(item) for item in state]
+def restore(
+    state: Iterable[bytes | Pending], loads: compact.Loads = compact.pickle.loads
+) -> list[Pending]:
+    """The waiting events of a snapshot of any version, decoded; see `compact.decode`."""
+    return [item if type(item) is Pending else decoded(item, loads) for item in state]

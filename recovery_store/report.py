@@ -13,6 +13,7 @@ from typing import Any
 
 from operators.enrichment import HELD, Pending, restore
 from operators.records import Event
+from operators.waiting import loads_untrusted
 from recovery_store.resume import ResumePoint, resume_point, resume_problems, resume_snapshots
 from recovery_store.store import Snapshot, Store
 from recovery_store.unpickle import loads
@@ -157,7 +158,7 @@ def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
         try:
             state = loads(snap.data)
             if _is_encoded_list(state):
-                state = restore(state)  # type: ignore[arg-type]
+                state = restore(state, loads_untrusted)  # type: ignore[arg-type]
         except Exception as exc:
             raise SnapshotError(
                 f"snapshot of step {snap.step_id!r} key {snap.state_key!r} epoch {snap.epoch} "

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import pickle
+import struct
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from test_recovery_store import ENRICH, SNAPS_0, SNAPS_1, insert, new_store
@@ -133,3 +135,9 @@ def test_the_memory_budget_is_split_over_lookups_and_shards() -> None:
     assert len(settings.lookups) == 2
     for lookup in settings.lookups:
         assert enrich_config(settings, lookup).max_pending_bytes_per_shard == 4_000_000
+
+
+def test_an_encoding_read_from_a_handed_store_may_name_no_global() -> None:
+    crafted = struct.pack("<dd", 0.0, 1.0) + pickle.dumps((print, "x"))
+    with pytest.raises(pickle.UnpicklingError, match="never names a global"):
+        waiting.decode(crafted, waiting.loads_untrusted)
