@@ -51,7 +51,7 @@ class Run:
     store_mb: float
     epochs: int
     statuses: dict[str, int]
-    """Rows of the enriched table by status: proof every event went through."""
+    """Rows of the enriched table by status/miss reason: proof every event went through."""
     bytes_per_epoch: list[int]
     waiting_per_epoch: list[int]
     """Waiting events in each epoch's snapshots: in a storm, every shard's, so the backlog."""
@@ -159,7 +159,10 @@ def run(label: str, events: int, storm: bool, workers: int = 1, **extra: str) ->
         per_epoch = snapshot_bytes(recovery)
         with closing(sqlite3.connect(work / "out.sqlite")) as conn:
             statuses = dict(
-                conn.execute("SELECT status, COUNT(*) FROM enriched_events GROUP BY status")
+                conn.execute(
+                    "SELECT status || COALESCE('/' || miss_reason, ''), COUNT(*) "
+                    "FROM enriched_events GROUP BY 1"
+                )
             )
         store = sum(path.stat().st_size for path in recovery.iterdir())
         return Run(
@@ -289,12 +292,17 @@ def main() -> None:
     parser.add_argument(
         "--rate", type=float, default=0.0, help="pace the demo (events/s), as a live feed is"
     )
+    parser.add_argument(
+        "--budget-mb", type=float, default=None, help="ENRICH_MAX_PENDING_MB for both runs"
+    )
     args = parser.parse_args()
     events = 3_000 if args.smoke else args.events
     # Paced, so the tiny run spans a few epochs.
     extra = {"ENRICH_DEMO_REFERENCES": "200", "ENRICH_DEMO_RATE": "1000"} if args.smoke else {}
     if args.rate:
         extra["ENRICH_DEMO_RATE"] = str(args.rate)
+    if args.budget_mb:
+        extra["ENRICH_MAX_PENDING_MB"] = str(args.budget_mb)
     runs = [
         run("all hits", events, storm=False, **extra),
         run("storm: every event waits", events, storm=True, **extra),
