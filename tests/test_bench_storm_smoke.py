@@ -31,5 +31,6 @@ def test_storm_benchmark_smoke_run_reports_both_runs() -> None:
     assert storm["peak_rss_mb"] > 0 and storm["store_mb"] > 0
     # Per waiting event: the compact form is smaller in memory and far cheaper to snapshot.
     per_event = json.loads(cost)
-    assert 0 < per_event["memory_compact"] < per_event["memory_graph"]
-    assert 0 < per_event["snapshot_us_compact"] < per_event["snapshot_us_graph"]
+    # (About 200 B against 580 B, and 0.1 µs against 3 µs, at 100,000 events.)
+    assert 0 < per_event["memory_compact"] < 0.5 * per_event["memory_graph"]
+    assert 0 < per_event["snapshot_us_compact"] < 0.2 * per_event["snapshot_us_graph"]
