@@ -69,6 +69,9 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
         defaults=lookup.defaults_row(),
         max_pending_per_key=settings.max_pending_per_key,
         max_pending_per_shard=settings.max_pending_per_shard,
+        max_pending_bytes_per_shard=int(
+            settings.max_pending_mb * 1_000_000 / (settings.shards * len(settings.lookups))
+        ),
         wait_for_reference=waits_for_reference(settings, lookup),
     )
 

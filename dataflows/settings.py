@@ -242,6 +242,8 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     miss_timeout_seconds: float = Field(5.0, gt=0)
     max_pending_per_key: int = Field(1_000, gt=0)
     max_pending_per_shard: int = Field(100_000, gt=0)
+    max_pending_mb: float = Field(256.0, gt=0)
+    """Memory budget of all waiting events, split evenly over lookups and shards."""
     shards: int = Field(64, gt=0, le=4096)
 
     sqlite_path: Path = Path("demo-output/enriched.sqlite")

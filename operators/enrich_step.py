@@ -21,7 +21,7 @@ Observer = Callable[[Tally], None]
 Emitted = tuple[list[list[Output]], bool]
 
 
-class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list[Pending]]):
+class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list[bytes]]):
     """Feeds batches, notifications and end of input to one shard's enricher."""
 
     def __init__(self, enricher: ShardEnricher, clock: Clock, observe: Observer) -> None:
@@ -43,7 +43,7 @@ class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list
         deadline = self._enricher.next_deadline()
         return None if deadline is None else datetime.fromtimestamp(deadline, UTC)
 
-    def snapshot(self) -> list[Pending]:
+    def snapshot(self) -> list[bytes]:
         return self._enricher.snapshot()
 
     def _emit(self, out: list[Output]) -> Emitted:
@@ -57,10 +57,13 @@ class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list
 
 def builder(
     config: EnrichConfig, clock: Clock, observe: Observer
-) -> Callable[[list[Pending] | None], EnrichLogic]:
-    """The `stateful_batch` builder: a fresh or resumed logic per shard."""
+) -> Callable[[list[bytes | Pending] | None], EnrichLogic]:
+    """The `stateful_batch` builder: a fresh or resumed logic per shard.
 
-    def build(resume: list[Pending] | None) -> EnrichLogic:
+    A resume may come from a snapshot of an earlier version, which held `Pending`.
+    """
+
+    def build(resume: list[bytes | Pending] | None) -> EnrichLogic:
         return EnrichLogic(ShardEnricher(config, resume), clock, observe)
 
     return build

@@ -14,7 +14,10 @@ State layout, and why:
   holds every waiting event of the shard in arrival order. Every event waits
   the same timeout, so arrival order is deadline order and the head of `fifo`
   is always the next deadline; entries that left early (released by their row
-  or evicted) are skipped lazily when they reach the head.
+  or evicted) are skipped lazily when they reach the head. A waiting event is
+  one compact `bytes` object (`operators.waiting`), the same object in both,
+  and snapshots hold those objects: a storm of waiting events costs little
+  memory, and a snapshot copies them instead of pickling object graphs.
 - `held` keeps, in arrival order, the events that arrived while the reference
   source was still being re-read after a start (`wait_for_reference`): a row
   missing then may only be unread yet, so they are looked up once every
@@ -30,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
+from operators import waiting as compact
 from operators.records import (
     CaughtUp,
     DeadLetter,
@@ -59,6 +63,8 @@ class EnrichConfig:
     defaults: tuple[Any, ...] = ()
     max_pending_per_key: int = 1_000
     max_pending_per_shard: int = 100_000
+    max_pending_bytes_per_shard: int | None = None
+    """Memory budget of the shard's waiting events (`compact.size`); None for none."""
     wait_for_reference: bool = False
     """Hold events until every reference partition sent `CaughtUp`."""
 
@@ -99,24 +105,30 @@ class Tally:
 class ShardEnricher:
     """Joins the events of one shard with the reference rows of that shard."""
 
-    def __init__(self, config: EnrichConfig, resume: Iterable[Pending] | None = None) -> None:
+    def __init__(
+        self, config: EnrichConfig, resume: Iterable[bytes | Pending] | None = None
+    ) -> None:
         self.config = config
         self.rows: dict[str, tuple[Any, ...]] = {}
-        self.pending: dict[str, deque[Pending]] = {}
-        self.fifo: deque[Pending] = deque()
-        self.held: deque[Pending] = deque()
+        self.pending: dict[str, list[bytes]] = {}
+        self.fifo: deque[bytes] = deque()
+        self.held: deque[bytes] = deque()
         self.ready = not config.wait_for_reference
         self.pending_count = 0
+        self.pending_bytes = 0
         self.tally = Tally()
         self._defaults_row = (*config.defaults, None)
         self._caught_up: set[str] = set()
-        for waiting in sorted(resume or (), key=lambda p: p.arrived):
-            if waiting.deadline == HELD:
-                self.held.append(waiting)
+        self._byte_budget = config.max_pending_bytes_per_shard or math.inf
+        self._live_head: bytes | None = None
+        for blob in sorted(encoded(resume or ()), key=compact.arrived):
+            if compact.deadline(blob) == HELD:
+                self.held.append(blob)
             else:
-                self.pending.setdefault(waiting.event.lookup_id, deque()).append(waiting)
-                self.fifo.append(waiting)
+                self.pending.setdefault(compact.lookup_id(blob), []).append(blob)
+                self.fifo.append(blob)
             self.pending_count += 1
+            self.pending_bytes += compact.size(blob)
         self.tally.pending_delta = self.pending_count
 
     def process(self, items: Iterable[Item], now: float) -> list[Output]:
@@ -155,9 +167,10 @@ class ShardEnricher:
         if not self.ready:
             return out
         fifo = self.fifo
-        while fifo and fifo[0].deadline <= now:
-            waiting = fifo.popleft()
-            if self._is_live(waiting):
+        while fifo and compact.deadline(fifo[0]) <= now:
+            blob = fifo.popleft()
+            waiting = decoded(blob)
+            if self._is_live(blob, waiting.event.lookup_id):
                 self._drop_oldest_of(waiting.event.lookup_id)
                 self._miss(waiting, MissReason.TIMEOUT, now, out)
         return out
@@ -167,25 +180,37 @@ class ShardEnricher:
         out: list[Output] = []
         if not self.ready:
             self._become_ready(now, out)
-        for waiting in sorted(self.snapshot(), key=lambda p: p.arrived):
-            self._miss(waiting, MissReason.END_OF_INPUT, now, out)
+        blobs: list[bytes | None] = sorted(self.snapshot(), key=compact.arrived)  # type: ignore[arg-type]
         self.tally.pending_delta -= self.pending_count
         self.pending.clear()
         self.fifo.clear()
         self.pending_count = 0
+        self.pending_bytes = 0
+        for index, blob in enumerate(blobs):
+            # Each encoding is freed once decoded, so memory never holds both forms of all.
+            blobs[index] = None
+            self._miss(decoded(blob), MissReason.END_OF_INPUT, now, out)  # type: ignore[arg-type]
         return out
 
     def next_deadline(self) -> float | None:
         if not self.ready:
             return None
         fifo = self.fifo
-        while fifo and not self._is_live(fifo[0]):
+        while fifo and fifo[0] is not self._live_head and not self._is_live(fifo[0]):
             fifo.popleft()
-        return fifo[0].deadline if fifo else None
+        if not fifo:
+            return None
+        # Asked after every batch: remember the head found live, not to decode it again.
+        self._live_head = fifo[0]
+        return compact.deadline(fifo[0])
 
-    def snapshot(self) -> list[Pending]:
-        """Only the waiting events: rows are re-read from the reference source."""
-        return [*(waiting for queue in self.pending.values() for waiting in queue), *self.held]
+    def snapshot(self) -> list[bytes]:
+        """Only the waiting events, encoded: rows are re-read from the reference source."""
+        return [*(blob for queue in self.pending.values() for blob in queue), *self.held]
+
+    def waiting(self) -> list[Pending]:
+        """The waiting events, decoded, in no particular order."""
+        return restore(self.snapshot())
 
     def _until_ready(self, items: Iterator[Item], now: float, out: list[Output]) -> None:
         """Hold events and apply updates until every reference partition caught up."""
@@ -201,10 +226,18 @@ class ShardEnricher:
                     return
 
     def _hold(self, event: Event, now: float, out: list[Output]) -> None:
-        self.held.append(Pending(event, now, HELD))
+        blob = compact.encode(event, now, HELD)
+        self.held.append(blob)
         self.pending_count += 1
+        self.pending_bytes += compact.size(blob)
         self.tally.pending_delta += 1
-        if self.pending_count > self.config.max_pending_per_shard:
+        self._bound_shard(now, out)
+
+    def _bound_shard(self, now: float, out: list[Output]) -> None:
+        """Over the shard's count or memory bound, the oldest leave as overflow."""
+        while self.pending_count > self.config.max_pending_per_shard or (
+            self.pending_bytes > self._byte_budget and self.pending_count
+        ):
             self._evict_oldest(now, out)
 
     def _become_ready(self, now: float, out: list[Output]) -> None:
@@ -218,8 +251,10 @@ class ShardEnricher:
             self._release(key, self.rows[key], now, out)
         held, self.held = self.held, deque()
         self.pending_count -= len(held)
+        self.pending_bytes -= sum(map(compact.size, held))
         self.tally.pending_delta -= len(held)
-        for waiting in held:
+        for blob in held:
+            waiting = decoded(blob)
             event = waiting.event
             row = self.rows.get(event.lookup_id)
             if row is None:
@@ -229,17 +264,18 @@ class ShardEnricher:
                 out.append(Enriched(event, row, row[-1], Status.ENRICHED, None, waited_ms))
                 self.tally.hits += 1
 
-    def _is_live(self, waiting: Pending) -> bool:
+    def _is_live(self, blob: bytes, lookup_id: str | None = None) -> bool:
         """Whether an event at the head of `fifo` is still waiting.
 
         Only valid for the oldest entry, which is always the oldest of its key.
         """
-        queue = self.pending.get(waiting.event.lookup_id)
-        return queue is not None and queue[0] is waiting
+        queue = self.pending.get(compact.lookup_id(blob) if lookup_id is None else lookup_id)
+        return queue is not None and queue[0] is blob
 
     def _drop_oldest_of(self, lookup_id: str) -> None:
         queue = self.pending[lookup_id]
-        queue.popleft()
+        self.pending_bytes -= compact.size(queue.pop(0))
+        self._live_head = None
         if not queue:
             del self.pending[lookup_id]
         self.pending_count -= 1
@@ -254,18 +290,18 @@ class ShardEnricher:
             # An earlier lookup left this one's key empty: no row can ever match.
             self._miss(Pending(event, since, now), MissReason.MISSING_KEY, now, out)
             return
-        waiting = Pending(event, since, now + self.config.timeout_seconds)
+        blob = compact.encode(event, since, now + self.config.timeout_seconds)
         queue = self.pending.get(event.lookup_id)
         if queue is None:
-            queue = self.pending[event.lookup_id] = deque()
-        queue.append(waiting)
-        self.fifo.append(waiting)
+            queue = self.pending[event.lookup_id] = []
+        queue.append(blob)
+        self.fifo.append(blob)
         self.pending_count += 1
+        self.pending_bytes += compact.size(blob)
         self.tally.pending_delta += 1
         if len(queue) > self.config.max_pending_per_key:
             self._evict(queue[0], now, out)
-        if self.pending_count > self.config.max_pending_per_shard:
-            self._evict_oldest(now, out)
+        self._bound_shard(now, out)
 
     def _evict_oldest(self, now: float, out: list[Output]) -> None:
         """Over the shard's bound: the oldest waiting event goes out, a held one last."""
@@ -277,12 +313,14 @@ class ShardEnricher:
             return
         oldest = self.held.popleft()
         self.pending_count -= 1
+        self.pending_bytes -= compact.size(oldest)
         self.tally.pending_delta -= 1
-        self._miss(oldest, MissReason.OVERFLOW, now, out)
+        self._miss(decoded(oldest), MissReason.OVERFLOW, now, out)
 
-    def _evict(self, oldest: Pending, now: float, out: list[Output]) -> None:
-        self._drop_oldest_of(oldest.event.lookup_id)
-        self._miss(oldest, MissReason.OVERFLOW, now, out)
+    def _evict(self, oldest: bytes, now: float, out: list[Output]) -> None:
+        waiting = decoded(oldest)
+        self._drop_oldest_of(waiting.event.lookup_id)
+        self._miss(waiting, MissReason.OVERFLOW, now, out)
 
     def _apply(self, update: RefUpdate, now: float, out: list[Output]) -> None:
         key = update.lookup_id
@@ -314,7 +352,10 @@ class ShardEnricher:
     def _release(self, key: str, row: tuple[Any, ...], now: float, out: list[Output]) -> None:
         """The row of events that missed has arrived: they go out late-enriched."""
         queue = self.pending.pop(key)
-        for waiting in queue:
+        self._live_head = None
+        for blob in queue:
+            waiting = decoded(blob)
+            self.pending_bytes -= compact.size(blob)
             waited_ms = (now - waiting.arrived) * 1000.0
             out.append(Enriched(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
             self.tally.late_waits_ms.append(waited_ms)
@@ -343,3 +384,19 @@ class ShardEnricher:
         row = self._defaults_row if config.miss_policy == "defaults" else None
         waited_ms = (now - waiting.arrived) * 1000.0
         out.append(Enriched(event, row, None, Status.LOOKUP_MISS, reason, waited_ms))
+
+
+def decoded(blob: bytes, loads: compact.Loads = compact.pickle.loads) -> Pending:
+    return _new(Pending, compact.decode(blob, loads))
+
+
+def encoded(state: Iterable[bytes | Pending]) -> list[bytes]:
+    """A snapshot as this version keeps it; snapshots of earlier versions hold `Pending`."""
+    return [item if type(item) is bytes else compact.encode(*item) for item in state]
+
+
+def restore(
+    state: Iterable[bytes | Pending], loads: compact.Loads = compact.pickle.loads
+) -> list[Pending]:
+    """The waiting events of a snapshot of any version, decoded; see `compact.decode`."""
+    return [item if type(item) is Pending else decoded(item, loads) for item in state]

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from operators.enrichment import HELD, Pending
+from operators.enrichment import HELD, Pending, restore
 from operators.records import Event
+from operators.waiting import loads_untrusted
 from recovery_store.resume import ResumePoint, resume_point, resume_problems, resume_snapshots
 from recovery_store.store import Snapshot, Store
 from recovery_store.unpickle import loads
@@ -140,6 +141,11 @@ def _is_pending_list(state: object) -> bool:
     )
 
 
+def _is_encoded_list(state: object) -> bool:
+    """Waiting events as the enrichment step keeps them (`operators.waiting`)."""
+    return isinstance(state, list) and bool(state) and all(type(item) is bytes for item in state)
+
+
 def _kind(state: object) -> str:
     if state is None:
         return "none"
@@ -192,6 +198,8 @@ def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
             continue
         try:
             state = loads(snap.data)
+            if _is_encoded_list(state):
+                state = restore(state, loads_untrusted)  # type: ignore[arg-type]
         except Exception as exc:
             raise SnapshotError(
                 f"snapshot of step {snap.step_id!r} key {snap.state_key!r} epoch {snap.epoch} "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter
 
-from operators.enrichment import Pending
+from operators.enrichment import Pending, restore
 from recovery_store.unpickle import loads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -133,7 +133,7 @@ def resume_point(recovery: Path) -> ResumePoint:
         if step == INPUT_STEP and state is not None:
             offsets[key] = state
         elif step.startswith(ENRICH_STEP_PREFIX) and state:
-            pending.setdefault(step.removeprefix(ENRICH_STEP_PREFIX), []).extend(state)
+            pending.setdefault(step.removeprefix(ENRICH_STEP_PREFIX), []).extend(restore(state))
     return ResumePoint(epoch, offsets, pending)
 
 

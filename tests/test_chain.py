@@ -114,7 +114,7 @@ def test_an_event_waiting_in_stage_two_was_already_enriched_by_stage_one() -> No
     chain = two_stage()
     chain.feed(0, [row("S1", "Acme", "XLON"), quote("q1", "S1")], 1.0)
     assert chain.out == []
-    (waiting,) = chain.stages[1][1].snapshot()
+    (waiting,) = chain.stages[1][1].waiting()
     assert waiting.event.fields["name"] == "Acme"
     assert waiting.event.stages[0].status is Status.ENRICHED
     chain.feed(1, [row("XLON", "GB")], 1.25)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from operators.enrichment import EnrichConfig, ShardEnricher
+from operators.enrichment import EnrichConfig, ShardEnricher, restore
 from operators.records import CaughtUp, DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
 
 
@@ -185,7 +185,8 @@ def test_snapshot_holds_only_pending_events_and_restores_them() -> None:
     shard.process([update("A")] + [update(f"K{i}") for i in range(1000)], now=0.0)
     shard.process([event("e1", "B"), event("e2", "C")], now=1.0)
     state = shard.snapshot()
-    assert [p.event.event_id for p in state] == ["e1", "e2"]
+    assert all(type(blob) is bytes for blob in state)
+    assert [p.event.event_id for p in restore(state)] == ["e1", "e2"]
 
     resumed = ShardEnricher(shard.config, state)
     assert resumed.rows == {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from operators import waiting
 from operators.enrichment import EnrichConfig, ShardEnricher
 from operators.records import DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
 
@@ -34,6 +35,7 @@ configs = st.builds(
     defaults=st.just(("default",)),
     max_pending_per_key=st.integers(1, 4),
     max_pending_per_shard=st.integers(1, 8),
+    max_pending_bytes_per_shard=st.none() | st.integers(100, 1_000),
 )
 
 
@@ -105,6 +107,8 @@ def test_every_event_leaves_exactly_once_with_the_row_held_then(
             assert key not in model, "an event waits although its row is held"
             assert len(queue) <= config.max_pending_per_key
         assert shard.pending_count <= config.max_pending_per_shard
+        assert shard.pending_bytes == sum(map(waiting.size, shard.snapshot()))
+        assert shard.pending_bytes <= (config.max_pending_bytes_per_shard or shard.pending_bytes)
 
     collect(shard.flush(now + 1))
     unseen = set(sent) - set(seen)
