@@ -11,11 +11,12 @@ from __future__ import annotations
 import gc
 import sys
 
+from config.base import exit_on_bad_settings
 from dataflows import database
 from dataflows.flow import build_flow
 from dataflows.recovery_guard import refuse_unsafe_store
 from dataflows.run_args import recovery_enabled
-from dataflows.settings import check_dataflow, exit_on_bad_settings, load_settings
+from dataflows.settings import check_dataflow, load_settings
 from dataflows.start_checks import check_start
 from dataflows.stopping import explain_stopping_errors, stop_on_signals
 from telemetry.logging import start_logging

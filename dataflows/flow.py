@@ -13,8 +13,9 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from config.lookups import Lookup
 from dataflows import database
-from dataflows.settings import Lookup, Settings
+from dataflows.settings import Settings
 from operators import routing
 from operators.chain import Stage, advance, finish
 from operators.decode import Decoder, ReferenceSchema, decode_batch

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from dataflows.settings import exit_on_bad_settings, load_settings
+from config.base import exit_on_bad_settings, load_settings
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings

@@ -11,13 +11,9 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from dataflows.settings import (
-    DEMO_LOOKUPS,
-    KafkaConnection,
-    LoggingSettings,
-    OracleConnection,
-    check_topic,
-)
+from config.base import check_topic
+from config.connections import KafkaConnection, LoggingSettings, OracleConnection
+from config.lookups import DEMO_LOOKUPS
 from operators.filters import Condition
 from reference.query import Database, check_column, check_table
 

@@ -19,7 +19,7 @@ from typing import Any
 import oracledb
 from pydantic import SecretStr
 
-from dataflows.settings import OracleConnection
+from config.connections import OracleConnection
 from sinks.dialect import RowError
 from sinks.table import MAX_TEXT, Column, ColumnType, Table, index_name
 

@@ -33,8 +33,10 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from dataflows import cluster, environment
-from dataflows.settings import Settings, SettingsError, check_dataflow, load_settings
+from config import environment
+from config.base import SettingsError
+from dataflows import cluster
+from dataflows.settings import Settings, check_dataflow, load_settings
 from reference.settings import PublisherSettings
 
 ROOT = Path(__file__).resolve().parents[1]

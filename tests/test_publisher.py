@@ -24,11 +24,13 @@ from bytewax.testing import run_main
 from conftest import MockKafka
 from flowrun import ROOT
 
+from commands.demo_table import demo_exchanges, demo_securities, write_tables
+from commands.demo_table import main as demo_table_main
+from config.base import SettingsError
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow, decoder, demo_source
-from dataflows.settings import DEMO_LOOKUPS, Settings, SettingsError, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord, RefUpdate
-from reference.demo_table import demo_exchanges, demo_securities, write_tables
-from reference.demo_table import main as demo_table_main
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.query import ReferenceQuery, check_column, check_table

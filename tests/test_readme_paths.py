@@ -21,10 +21,10 @@ from pathlib import Path
 from conftest import MockKafka
 from flowrun import ROOT, flow_env
 
+from commands.demo_table import demo_securities
 from dataflows.flow import decoder, demo_source
 from dataflows.settings import Settings, load_settings
 from operators.records import Event, Kind, RawRecord
-from reference.demo_table import demo_securities
 from sources.demo import build_plan
 
 DEMO = {"demo_events": 20_000, "demo_references": 1_000}

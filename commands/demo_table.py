@@ -1,4 +1,4 @@
-"""`python -m reference.demo_table`: the demo's reference tables as SQLite tables.
+"""`python -m commands.demo_table`: the demo's reference tables as SQLite tables.
 
 So the publisher can be tried without Oracle, and its topics feed the
 dataflow's default lookups: `securities` (with the `exchange_id` the second
@@ -9,7 +9,7 @@ demo. The securities table's name, key column and change column are the
 publisher's settings; the exchanges table is `exchanges`, keyed by
 `exchange_id`, with the same change column. The change column holds the
 version the demo's stream gave the row, so a record the publisher sends and
-the demo's own (`sources.demo_to_kafka`) carry the same version, and neither
+the demo's own (`commands.demo_to_kafka`) carry the same version, and neither
 shadows the other in the topic whichever is produced first.
 """
 
@@ -22,8 +22,10 @@ from contextlib import closing
 from sqlite3 import Connection
 from typing import NamedTuple
 
+from config.base import exit_on_bad_settings
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import demo_source
-from dataflows.settings import DEMO_LOOKUPS, Settings, exit_on_bad_settings, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord
 from reference.query import quote
 from reference.settings import ReferenceTableSettings

@@ -1,6 +1,6 @@
 """Produce the demo data set into the configured Kafka topics.
 
-`python -m sources.demo_to_kafka` with the same `ENRICH_*` settings as the
+`python -m commands.demo_to_kafka` with the same `ENRICH_*` settings as the
 dataflow (brokers, topic names, `ENRICH_DEMO_*` sizes) fills the events topic
 and each lookup's reference topic, so the Kafka path can be tried on a real cluster
 with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`. Unreachable
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from config.base import SettingsError, exit_on_bad_settings
 from dataflows.flow import demo_source
-from dataflows.settings import Settings, SettingsError, exit_on_bad_settings, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord
 from sinks.kafka_producer import ConfirmedProducer
 from sources.kafka_admin import config_checked, list_cluster
