@@ -72,6 +72,12 @@ def _warn_once(letter: DeadLetter) -> None:
     )
 
 
+def counted(letter: DeadLetter) -> DeadLetter:
+    """The dead letter, counted on its way to the dead-letter output."""
+    record_dead_letters((letter,))
+    return letter
+
+
 def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:
     """`batch_size` counts the whole source batch; caught-up markers are not records."""
     metrics.RECORDS_IN.labels("event").inc(decoded.events)
