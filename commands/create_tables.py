@@ -1,7 +1,7 @@
 """Create the sink's tables from the dataflow's own `ENRICH_*` settings.
 
-    python -m commands.create_tables            # or: enrich-create-tables
-    python -m commands.create_tables --print    # the DDL, for a DBA; connects to nothing
+    enrich create-tables            # or: python -m commands create-tables
+    enrich create-tables --print    # the DDL, for a DBA; connects to nothing
 
 Creates the enriched table (primary key event_id, index on lookup_id) and the
 dead-letter table (primary key origin) in ENRICH_DATABASE, leaving tables
@@ -27,7 +27,7 @@ _NO_CREDENTIALS = {"oracle_user": "-", "oracle_password": "-", "oracle_dsn": "-"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="enrich-create-tables",
+        prog="enrich create-tables",
         description="Create the enriched and dead-letter tables from ENRICH_* settings.",
     )
     parser.add_argument(
@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         create_tables(dialect, *tables)
     except Exception as exc:
-        print(f"enrich-create-tables: {exc}", file=sys.stderr)
+        print(f"enrich create-tables: {exc}", file=sys.stderr)
         return 1
     names = ", ".join(t.name for t in tables)
     print(f"tables in place in the {settings.database} database: {names}")

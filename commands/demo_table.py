@@ -9,12 +9,13 @@ demo. The securities table's name, key column and change column are the
 publisher's settings; the exchanges table is `exchanges`, keyed by
 `exchange_id`, with the same change column. The change column holds the
 version the demo's stream gave the row, so a record the publisher sends and
-the demo's own (`commands.demo_to_kafka`) carry the same version, and neither
+the demo's own (`enrich demo-to-kafka`) carry the same version, and neither
 shadows the other in the topic whichever is produced first.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -136,7 +137,12 @@ def write_tables(
         )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="enrich demo-table",
+        description="Write the demo's securities and exchanges to the SQLite reference tables "
+        "the publisher reads (ENRICH_PUBLISH_SQLITE_PATH).",
+    ).parse_args(argv)
     with exit_on_bad_settings():
         demo = load_settings(Settings)
         table = load_settings(ReferenceTableSettings)

@@ -1,9 +1,9 @@
-"""`python -m reference.publish`: publish the reference table to the compacted reference topic.
+"""`enrich publish`: publish the reference table to the compacted reference topic.
 
-    python -m reference.publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
-    python -m reference.publish --interval 60   # a load every 60 s until SIGTERM
-    python -m reference.publish --full          # a full load first, e.g. after the nightly reload
-    python -m reference.publish --full --allow-mass-delete   # the deletes are meant
+    enrich publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
+    enrich publish --interval 60   # a load every 60 s until SIGTERM
+    enrich publish --full          # a full load first, e.g. after the nightly reload
+    enrich publish --full --allow-mass-delete   # the deletes are meant
 
 Exit status: 0 when the last load finished, 1 when it failed (the watermark
 covers only what Kafka confirmed), 2 for bad settings or arguments (also a
@@ -33,7 +33,7 @@ log = logging.getLogger("enrich.publisher")
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m reference.publish",
+        prog="enrich publish",
         description="Publish the reference table to the reference topic (full, then incremental).",
     )
     mode = parser.add_mutually_exclusive_group()

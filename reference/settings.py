@@ -88,7 +88,7 @@ class ReferenceTableSettings(OracleConnection):
 
 
 class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings):
-    """Validated settings of `python -m reference.publish`; see the README's settings table."""
+    """Validated settings of `enrich publish`; see the README's settings table."""
 
     kafka_reference_topic: str = _SECURITY.topic or "reference"
     reference_version_field: str = Field(_SECURITY.version_field, min_length=1)

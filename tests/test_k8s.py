@@ -11,7 +11,6 @@ StatefulSet and claim that chart builds from them, shaped the way it does.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -33,6 +32,7 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
+from commands import cli
 from config import environment
 from config.base import SettingsError
 from dataflows import cluster
@@ -453,8 +453,10 @@ def test_credentials_come_only_from_the_secret() -> None:
 
 def test_the_reference_publisher_runs_a_full_load_after_the_nightly_reload() -> None:
     spec = CRONJOB["spec"]
-    assert PUBLISHER["command"] == ["python", "-m", "reference.publish", "--full"]
-    assert importlib.util.find_spec("reference.publish") is not None
+    assert PUBLISHER["command"] == ["enrich", "publish", "--full"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["enrich"] == "commands.cli:main"
+    assert cli.SUBCOMMANDS["publish"].target == "reference.publish:main"
     assert spec["suspend"] is False
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["timeZone"] == "Etc/UTC"

@@ -801,7 +801,7 @@ def test_the_demo_table_refuses_to_write_its_securities_over_its_exchanges(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ENRICH_PUBLISH_TABLE", "exchanges")
-    assert demo_table_main() == 2
+    assert demo_table_main([]) == 2
     assert "ENRICH_PUBLISH_TABLE: the demo writes its exchanges to 'exchanges'" in (
         capsys.readouterr().err
     )

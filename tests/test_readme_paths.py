@@ -40,7 +40,9 @@ def readme_commands(section: str) -> str:
 
 
 def run_commands(commands: str, kafka: MockKafka, work: Path) -> None:
-    script = commands.replace(".venv/bin/python", shlex.quote(sys.executable)).replace(
+    python = shlex.quote(sys.executable)
+    programs = {".venv/bin/python": python, ".venv/bin/enrich": f"{python} -m commands"}
+    script = re.sub(r"\.venv/bin/(python|enrich)", lambda m: programs[m[0]], commands).replace(
         "localhost:9092", kafka.bootstrap
     )
     done = subprocess.run(
