@@ -25,7 +25,13 @@ from operators.identifiers import nearest
 ENV_FILE = f"{ENV_PREFIX}ENV_FILE"
 """Read by `load_settings` itself: the optional dotenv file."""
 
-SETTINGS_MODULES = ("config.base", "config.connections", "dataflows.settings", "reference.settings")
+SETTINGS_MODULES = (
+    "config.base",
+    "config.connections",
+    "config.lookups",
+    "dataflows.settings",
+    "reference.settings",
+)
 """Every module that defines settings of a program of the project."""
 
 _SERVICE_LINK = re.compile(

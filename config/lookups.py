@@ -7,13 +7,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from config.base import check_topic
+from config.base import EnrichSettings, check_topic
 from operators.enrichment import JoinType, MissPolicy
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
 
-__all__ = ["DEMO_LOOKUPS", "JoinType", "Lookup", "MissPolicy", "check_columns"]
+__all__ = [
+    "DEMO_LOOKUPS",
+    "JoinType",
+    "Lookup",
+    "LookupSettings",
+    "MissPolicy",
+    "check_columns",
+]
 
 
 def check_columns(names: dict[str, Any]) -> dict[str, Any]:
@@ -108,3 +115,13 @@ DEMO_LOOKUPS = [
     ),
 ]
 """Quotes get their security, then the security's exchange: the demo's two-stage chain."""
+
+
+class LookupSettings(EnrichSettings):
+    """`ENRICH_LOOKUPS`: the chain the dataflow joins, and where the publisher writes each table."""
+
+    lookups: list[Lookup] = DEMO_LOOKUPS
+
+    def named(self, name: str) -> Lookup | None:
+        """The lookup called `name`, if there is one."""
+        return next((lookup for lookup in self.lookups if lookup.name == name), None)

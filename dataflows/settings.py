@@ -14,14 +14,14 @@ from pydantic import Field, field_validator, model_validator
 from config.base import SettingsError, check_topic
 from config.base import load_settings as load_any
 from config.connections import KafkaConnection, LoggingSettings, OracleConnection
-from config.lookups import DEMO_LOOKUPS, JoinType, Lookup, MissPolicy, check_columns
+from config.lookups import JoinType, LookupSettings, MissPolicy, check_columns
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
 from sinks.table import check_table_name
 
 
-class Settings(KafkaConnection, OracleConnection, LoggingSettings):
+class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSettings):
     """Validated settings of the dataflow; see the README's settings table for each one."""
 
     source: Literal["demo", "kafka"] = "demo"
@@ -47,7 +47,6 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     event_filter: list[Condition] = []
     max_record_bytes: int = Field(65_536, gt=0)
 
-    lookups: list[Lookup] = DEMO_LOOKUPS
     join_type: JoinType = "left"
     miss_policy: MissPolicy = "defaults"
     miss_timeout_seconds: float = Field(5.0, gt=0)

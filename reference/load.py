@@ -55,8 +55,8 @@ def scope(settings: PublisherSettings) -> dict[str, Any]:
         "change_column": settings.publish_change_column,
         "soft_delete_column": settings.publish_soft_delete_column,
         "filter": [condition.model_dump(mode="json") for condition in settings.publish_filter],
-        "topic": settings.kafka_reference_topic,
-        "version_field": settings.reference_version_field,
+        "topic": settings.reference_topic,
+        "version_field": settings.version_field,
     }
 
 
@@ -111,7 +111,7 @@ class Publisher:
     def _send(
         self, producer: ConfirmedProducer, key: bytes, value: bytes | None, counts: LoadCounts
     ) -> None:
-        producer.send(self._settings.kafka_reference_topic, key, value)
+        producer.send(self._settings.reference_topic, key, value)
         if value is None:
             counts.tombstones += 1
         else:
@@ -130,7 +130,7 @@ class Publisher:
     ) -> Watermark | None:
         settings = self._settings
         live = live_keys(
-            settings.kafka_brokers, settings.kafka_reference_topic, settings.kafka_client_config()
+            settings.kafka_brokers, settings.reference_topic, settings.kafka_client_config()
         )
         total = len(live)
         log.info("full load: the topic holds %s live keys", f"{total:,}")
@@ -232,7 +232,7 @@ def _reading(
         key_column=settings.publish_key_column,
         columns=settings.publish_columns if columns is None else columns,
         change_column=settings.publish_change_column,
-        version_field=settings.reference_version_field,
+        version_field=settings.version_field,
         soft_delete_column=settings.publish_soft_delete_column,
         conditions=settings.publish_filter,
     )

@@ -472,7 +472,8 @@ def test_the_publisher_accepts_its_environment_and_keeps_its_state_on_the_claim(
     settings = load_settings(PublisherSettings)
     assert settings.publish_database == "oracle"
     assert settings.oracle_dsn == CONFIG["data"]["ENRICH_ORACLE_DSN"]
-    assert settings.kafka_reference_topic == CONFIG["data"]["ENRICH_KAFKA_REFERENCE_TOPIC"]
+    assert env_values(PUBLISHER)["ENRICH_PUBLISH_LOOKUP"] == "security"
+    assert settings.reference_topic == "reference" == settings.lookups[0].topic
     volume = mounted(str(settings.publish_state_path), PUBLISHER)
     [claim] = [
         v["persistentVolumeClaim"]["claimName"]
