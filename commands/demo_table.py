@@ -84,7 +84,7 @@ def demo_exchanges(settings: Settings) -> dict[str, DemoRow]:
     """The exchanges, read from the demo source's own exchanges partition."""
     source = DemoSource(demo_source(settings).cfg, {"securities": "security", "exchanges": "x"})
     partition = source.build_part("demo_table", EXCHANGES_PART, None)
-    records = []
+    records: list[tuple[bytes | None, bytes | None]] = []
     while True:
         try:
             batch = partition.next_batch()

@@ -86,7 +86,7 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
 
     env_file = check_environment(os.environ)
     try:
-        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return cls(_env_file=env_file, **overrides)
     except SourceError as exc:
         raise _unparsable(exc, env_file) from None
     except ValidationError as exc:

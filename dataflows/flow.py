@@ -143,7 +143,7 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
 
 def sources(settings: Settings) -> dict[str, Source[Any]]:
     """Every input of the configured source, by the step id that reads it."""
-    inputs = (
+    inputs: dict[str, Source[Any]] = (
         kafka_sources(settings) if settings.source == "kafka" else {"input": demo_source(settings)}
     )
     for lookup in settings.lookups:
@@ -231,7 +231,7 @@ def build_flow(
     streams = [op.input(name, flow, src) for name, src in (inputs or sources(settings)).items()]
     raw = streams[0] if len(streams) == 1 else op.merge("raw", *streams)
     checked = op.branch("split_invalid", op.flat_map_batch("decode", raw, route), steps.is_routed)
-    dead_streams = [checked.falses]
+    dead_streams: list[Stream[Any]] = [checked.falses]
     handed_on: Stream[Any] | None = None
     for index, lookup in enumerate(lookups):
         name = lookup.name

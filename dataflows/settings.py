@@ -7,11 +7,11 @@ read and refused) lives on the ground floor, `config/`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, overload
 
 from pydantic import Field, field_validator, model_validator
 
-from config.base import SettingsError, check_topic
+from config.base import EnrichSettings, SettingsError, check_topic
 from config.base import load_settings as load_any
 from config.connections import KafkaConnection, LoggingSettings, OracleConnection
 from config.lookups import JoinType, LookupSettings, MissPolicy, check_columns
@@ -204,8 +204,15 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
         }
 
 
-def load_settings(cls: type[Settings] = Settings, **overrides: Any) -> Settings:
-    """The dataflow's settings, or SettingsError naming every bad variable (config.base)."""
+S = TypeVar("S", bound=EnrichSettings)
+
+
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[S], **overrides: Any) -> S: ...
+def load_settings(cls: type[EnrichSettings] = Settings, **overrides: Any) -> EnrichSettings:
+    """The dataflow's settings (or `cls`'s), or SettingsError naming every bad variable."""
     return load_any(cls, **overrides)
 
 

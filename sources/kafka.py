@@ -116,7 +116,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         for msg in self._consumer.consume(self._batch_size, _POLL_SECONDS):
             error = msg.error()
             if error is None:
-                offset = msg.offset()
+                offset = msg.offset()  # type: ignore[assignment]  # set on every message read
                 append(
                     RawRecord(
                         kind,
