@@ -61,3 +61,14 @@ def test_the_check_sees_an_import_that_climbs(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from dataflows.flow import build_flow\n")
     assert list(imports(module)) == [(2, "dataflows.flow")]
+
+
+def test_the_readme_draws_the_floors_the_code_has() -> None:
+    """The README's architecture table: floor N lists the folders of FLOORS[N - 1]."""
+    drawn: dict[int, tuple[str, ...]] = {}
+    for line in (ROOT / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[0].isdigit():
+            folders = tuple(part.strip(" `/") for part in cells[1].split(","))
+            drawn[int(cells[0])] = folders
+    assert drawn == {level + 1: packages for level, packages in enumerate(FLOORS)}
