@@ -1,4 +1,4 @@
-"""`python -m commands.demo_table`: the demo's reference tables as SQLite tables.
+"""`enrich demo-table`: the demo's reference tables as SQLite tables.
 
 So the publisher can be tried without Oracle, and its topics feed the
 dataflow's default lookups: `securities` (with the `exchange_id` the second

@@ -1,6 +1,6 @@
 """Produce the demo data set into the configured Kafka topics.
 
-`python -m commands.demo_to_kafka` with the same `ENRICH_*` settings as the
+`enrich demo-to-kafka` with the same `ENRICH_*` settings as the
 dataflow (brokers, topic names, `ENRICH_DEMO_*` sizes) fills the events topic
 and each lookup's reference topic, so the Kafka path can be tried on a real cluster
 with one more command: the dataflow itself with `ENRICH_SOURCE=kafka`. Unreachable
