@@ -18,6 +18,8 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 RUN python -m venv /venv
 WORKDIR /src
 COPY constraints.txt pyproject.toml README.md ./
+COPY commands/ commands/
+COPY config/ config/
 COPY dataflows/ dataflows/
 COPY operators/ operators/
 COPY recovery_store/ recovery_store/

@@ -44,8 +44,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_enrich import machine, run_with_recovery  # noqa: E402
+from config.lookups import Lookup  # noqa: E402
 from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa: E402
-from dataflows.settings import Lookup, Settings, load_settings  # noqa: E402
+from dataflows.settings import Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
 from operators.records import Enriched, Kind, RawRecord  # noqa: E402
 

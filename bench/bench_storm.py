@@ -65,7 +65,7 @@ class Run:
 def lookups(storm: bool) -> str:
     """The demo chain; in a storm, the first lookup's rows are all filtered out."""
     sys.path.insert(0, str(ROOT))
-    from dataflows.settings import DEMO_LOOKUPS
+    from config.lookups import DEMO_LOOKUPS
 
     chain = [lookup.model_dump(mode="json", exclude_none=True) for lookup in DEMO_LOOKUPS]
     if storm:

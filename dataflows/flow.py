@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -13,15 +13,16 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
+from config.lookups import Lookup
 from dataflows import database
-from dataflows.settings import Lookup, Settings
-from operators import routing
-from operators.chain import Stage, advance, finish
-from operators.decode import Decoder, ReferenceSchema, decode_batch
+from dataflows.settings import Settings
+from operators import routing, steps
+from operators.chain import Stage
+from operators.decode import Decoder, ReferenceSchema
 from operators.enrich_step import builder
 from operators.enrichment import EnrichConfig
 from operators.filters import all_of
-from operators.records import CaughtUp, DeadLetter, Enriched, Event, RawRecord
+from operators.records import DeadLetter
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
 from sinks.table import EnrichedTable
@@ -30,7 +31,7 @@ from sources.demo import DemoConfig, DemoSource
 from sources.kafka import EventSource, ReferenceSource
 from sources.kafka_faults import FaultSettings
 from sources.reference_file import ReferenceFileSource
-from telemetry.record import record_dead_letters, record_decoded, record_tally
+from telemetry.record import counted, record_decoded, record_tally
 
 
 def decoder(settings: Settings) -> Decoder:
@@ -145,7 +146,7 @@ def kafka_sources(settings: Settings) -> dict[str, Source[Any]]:
 
 def sources(settings: Settings) -> dict[str, Source[Any]]:
     """Every input of the configured source, by the step id that reads it."""
-    inputs = (
+    inputs: dict[str, Source[Any]] = (
         kafka_sources(settings) if settings.source == "kafka" else {"input": demo_source(settings)}
     )
     for lookup in settings.lookups:
@@ -191,7 +192,7 @@ def write_enriched_topic(settings: Settings, enriched: Stream[tuple[str, list[An
     records = op.flat_map_batch(
         "enriched_messages",
         enriched,
-        lambda batch: [message(rec) for _, out in batch for rec in out if type(rec) is Enriched],
+        lambda batch: [message(rec) for rec in steps.enriched_of(batch)],
     )
     producer = topic_sink(
         settings.kafka_brokers, settings.enriched_topic, settings.kafka_client_config()
@@ -216,74 +217,28 @@ def build_flow(
     that a failure's message says truly what a restart will do.
 
     One stateful step per lookup, each keyed by a shard of its own key; between
-    two of them, `advance` hands each event on under the next key.
+    two of them, `HandOn` hands each event on under the next key.
     """
-    check = decoder(settings)
     shard_names = routing.names(settings.shards)
-    partition_names = routing.names(settings.sink_partitions)
     lookups = settings.lookups
     stages = _stages(settings)
-    first = lookups[0].name
-
-    def decode_and_route(batch: list[RawRecord | CaughtUp]) -> Iterable[Any]:
-        decoded = decode_batch(check, first, batch)
-        record_decoded(decoded, len(batch))
-        routed: list[Any] = []
-        for lookup in lookups:
-            items = decoded.good.get(lookup.name, ())
-            markers = [mark for mark in decoded.caught_up if mark.lookup == lookup.name]
-            if items or markers:
-                routed.extend(
-                    (lookup.name, group) for group in routing.by_shard(items, shard_names, markers)
-                )
-        return [*routed, *decoded.bad]
-
-    def handing_on(stage: Stage, next_key: str) -> Callable[[list[Any]], Iterable[Any]]:
-        def hand_on(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
-            events: list[Event] = []
-            dead: list[DeadLetter] = []
-            for _, outputs in batch:
-                for rec in outputs:
-                    if type(rec) is Enriched:
-                        events.append(advance(rec, stage, next_key))
-                    else:
-                        dead.append(rec)
-            return [*routing.by_shard(events, shard_names), *dead]
-
-        return hand_on
-
     earlier = tuple(column for stage in stages[:-1] for column in stage.columns)
-
-    def route_to_sink(batch: list[tuple[str, list[Any]]]) -> Iterable[Any]:
-        last = stages[-1]
-        finished = (
-            [
-                finish(rec, last, earlier, settings.lookup_field) if type(rec) is Enriched else rec
-                for rec in outputs
-            ]
-            for _, outputs in batch
-        )
-        groups, dead = routing.by_partition(finished, partition_names)
-        return [*groups, *dead]
-
-    def counted(letter: DeadLetter) -> DeadLetter:
-        record_dead_letters((letter,))
-        return letter
+    route = steps.DecodeAndRoute(
+        decoder(settings), [lookup.name for lookup in lookups], shard_names, record_decoded
+    )
+    to_sink = steps.ToSink(
+        stages[-1], earlier, settings.lookup_field, routing.names(settings.sink_partitions)
+    )
 
     flow = Dataflow("enrich")
     streams = [op.input(name, flow, src) for name, src in (inputs or sources(settings)).items()]
     raw = streams[0] if len(streams) == 1 else op.merge("raw", *streams)
-    decoded = op.flat_map_batch("decode", raw, decode_and_route)
-    checked = op.branch("split_invalid", decoded, lambda item: type(item) is tuple)
-    dead_streams = [checked.falses]
+    checked = op.branch("split_invalid", op.flat_map_batch("decode", raw, route), steps.is_routed)
+    dead_streams: list[Stream[Any]] = [checked.falses]
     handed_on: Stream[Any] | None = None
     for index, lookup in enumerate(lookups):
         name = lookup.name
-        updates = op.filter_map(
-            f"updates_{name}",
-            checked.trues,
-            lambda item, name=name: item[1] if item[0] == name else None,
-        )
+        updates = op.filter_map(f"updates_{name}", checked.trues, partial(steps.for_lookup, name))
         into = updates if handed_on is None else op.merge(f"into_{name}", updates, handed_on)
         outputs = op.stateful_batch(
             f"enrich_{name}",
@@ -292,18 +247,16 @@ def build_flow(
         )
         if index + 1 == len(lookups):
             break
-        hand_on = handing_on(stages[index], lookups[index + 1].key_field)
-        split = op.branch(
-            f"split_{name}",
-            op.flat_map_batch(f"hand_on_{name}", outputs, hand_on),
-            lambda item: type(item) is tuple,
-        )
+        hand_on = steps.HandOn(stages[index], lookups[index + 1].key_field, shard_names)
+        handed = op.flat_map_batch(f"hand_on_{name}", outputs, hand_on)
+        split = op.branch(f"split_{name}", handed, steps.is_routed)
         handed_on = split.trues
         dead_streams.append(split.falses)
-    routed = op.flat_map_batch("route", outputs, route_to_sink)
-    to_sink = op.branch("split_dead_letters", routed, lambda item: type(item) is tuple)
-    op.output("sink", to_sink.trues, sink or main_sink(settings, recovery))
-    dead = op.merge("dead_letters", *dead_streams, to_sink.falses)
+    routed = op.branch(
+        "split_dead_letters", op.flat_map_batch("route", outputs, to_sink), steps.is_routed
+    )
+    op.output("sink", routed.trues, sink or main_sink(settings, recovery))
+    dead = op.merge("dead_letters", *dead_streams, routed.falses)
     write_dead_letters(settings, op.map("count_dead_letters", dead, counted), dead_letter_sink)
-    write_enriched_topic(settings, to_sink.trues)
+    write_enriched_topic(settings, routed.trues)
     return flow

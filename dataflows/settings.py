@@ -1,216 +1,27 @@
-"""Every knob of the dataflow, read from `ENRICH_*` environment variables.
+"""The dataflow's own settings, read from `ENRICH_*` environment variables.
 
-An optional dotenv file named by `ENRICH_ENV_FILE` is read first; real
-environment variables override it. A bad value stops start-up with a message
-that names the environment variable, not a Python field name.
+What every program shares (connections, logging, lookups, how settings are
+read and refused) lives on the ground floor, `config/`.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from pydantic_settings import SettingsError as SourceError
+from pydantic import Field, field_validator, model_validator
 
+from config.base import EnrichSettings, SettingsError, check_topic
+from config.base import load_settings as load_any
+from config.connections import KafkaConnection, LoggingSettings, OracleConnection
+from config.lookups import JoinType, LookupSettings, MissPolicy, check_columns
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
 from sinks.table import check_table_name
 
-JoinType = Literal["left", "inner"]
-MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 
-ENV_PREFIX = "ENRICH_"
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}", re.ASCII)
-
-
-class SettingsError(ValueError):
-    """Start-up refused because of a bad setting; the message names it."""
-
-
-def check_topic(value: str | None) -> str | None:
-    """A topic name Kafka accepts, or None; shared by every program that names topics."""
-    if value is not None and not _TOPIC.fullmatch(value):
-        raise ValueError(
-            f"{value!r} is not a legal Kafka topic name "
-            "(letters, digits, '.', '_', '-'; at most 249 characters)"
-        )
-    return value
-
-
-def _check_identifiers(names: dict[str, Any]) -> dict[str, Any]:
-    for name in names:
-        check_identifier(name, "column name")
-    return names
-
-
-class Lookup(BaseModel):
-    """One stage of the enrichment chain: which reference rows join on which event field.
-
-    `key_field` may be a column an earlier lookup added (with that lookup's
-    prefix). Only `columns` are kept from a reference row, so nothing else is
-    ever held in state. A row that fails `filter` acts as a delete. Join type,
-    miss policy and timeout fall back to the dataflow-wide settings when unset.
-    The reference rows come from `file` if set, else from `topic` (Kafka
-    source) or `demo_table` (demo source).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    key_field: str
-    columns: dict[str, FieldType]
-    prefix: str = ""
-    version_field: str = "version"
-    filter: list[Condition] = []
-    join_type: JoinType | None = None
-    miss_policy: MissPolicy | None = None
-    miss_timeout_seconds: float | None = Field(None, gt=0)
-    miss_defaults: dict[str, Any] = {}
-    topic: str | None = None
-    file: Path | None = None
-    demo_table: Literal["securities", "exchanges"] | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_identifier(cls, value: str) -> str:
-        return check_identifier(value, "lookup name")
-
-    @field_validator("columns")
-    @classmethod
-    def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if not value:
-            raise ValueError("at least one column is needed")
-        return value
-
-    @field_validator("topic")
-    @classmethod
-    def _topic_is_legal(cls, value: str | None) -> str | None:
-        return check_topic(value)
-
-    @model_validator(mode="after")
-    def _defaults_are_columns(self) -> Lookup:
-        _check_identifiers(dict.fromkeys(self.stored_columns()))
-        check_fields(
-            self.filter,
-            {*self.columns, self.version_field},
-            f"columns and version_field of lookup {self.name!r}",
-            "To filter on another field of the rows, add it to the columns.",
-        )
-        unknown = set(self.miss_defaults) - set(self.columns)
-        if unknown:
-            raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
-        return self
-
-    def stored_columns(self) -> dict[str, FieldType]:
-        """The columns as the event and the table get them: prefixed, in row order."""
-        return {f"{self.prefix}{name}": kind for name, kind in self.columns.items()}
-
-    def defaults_row(self) -> tuple[Any, ...]:
-        """The reference values a miss gets under the `defaults` policy."""
-        return tuple(self.miss_defaults.get(name) for name in self.columns)
-
-
-DEMO_LOOKUPS = [
-    Lookup(
-        name="security",
-        key_field="security_id",
-        columns={"cusip": "str", "name": "str", "sector": "str", "exchange_id": "str"},
-        topic="reference",
-        demo_table="securities",
-    ),
-    Lookup(
-        name="exchange",
-        key_field="exchange_id",
-        columns={"name": "str", "country": "str"},
-        prefix="exchange_",
-        topic="exchanges",
-        demo_table="exchanges",
-    ),
-]
-"""Quotes get their security, then the security's exchange: the demo's two-stage chain."""
-
-
-class _EnrichSettings(BaseSettings):
-    """Every program of the product reads `ENRICH_*` variables the same way."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-
-class LoggingSettings(_EnrichSettings):
-    """How a program of the product logs and how often it reports progress."""
-
-    progress_seconds: float = Field(2.0, ge=0)
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-
-
-class KafkaConnection(_EnrichSettings):
-    """How to reach Kafka; shared by the dataflow and the reference publisher."""
-
-    kafka_brokers: Annotated[list[str], NoDecode] = []
-    kafka_config: dict[str, SecretStr] = {}
-    kafka_sasl_username: str | None = None
-    kafka_sasl_password: SecretStr | None = None
-
-    @field_validator("kafka_brokers", mode="before")
-    @classmethod
-    def _split_brokers(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [broker.strip() for broker in value.split(",") if broker.strip()]
-        return value
-
-    def kafka_client_config(self) -> dict[str, str]:
-        """librdkafka properties for every client; holds secrets, so never log it."""
-        config = {name: value.get_secret_value() for name, value in self.kafka_config.items()}
-        if self.kafka_sasl_username is not None:
-            config["sasl.username"] = self.kafka_sasl_username
-        if self.kafka_sasl_password is not None:
-            config["sasl.password"] = self.kafka_sasl_password.get_secret_value()
-        return config
-
-
-class OracleConnection(_EnrichSettings):
-    """How to reach Oracle; shared by the sink and the reference publisher.
-
-    Thin mode needs no Oracle client; thick mode loads Oracle Instant Client
-    (from `oracle_client_lib_dir`, or the system library path).
-    """
-
-    oracle_user: str | None = None
-    oracle_password: SecretStr | None = None
-    oracle_dsn: str | None = None
-    oracle_thick_mode: bool = False
-    oracle_client_lib_dir: Path | None = None
-
-    def require_oracle(self, because: str) -> None:
-        """Refuse start-up, naming every missing setting, when Oracle is used."""
-        missing = [
-            name
-            for name in ("oracle_user", "oracle_password", "oracle_dsn")
-            if getattr(self, name) is None
-        ]
-        if missing:
-            raise ValueError(f"{missing[0]}: {because}, so {', '.join(missing)} must be set")
-
-
-class Settings(KafkaConnection, OracleConnection, LoggingSettings):
+class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSettings):
     """Validated settings of the dataflow; see the README's settings table for each one."""
 
     source: Literal["demo", "kafka"] = "demo"
@@ -236,7 +47,6 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     event_filter: list[Condition] = []
     max_record_bytes: int = Field(65_536, gt=0)
 
-    lookups: list[Lookup] = DEMO_LOOKUPS
     join_type: JoinType = "left"
     miss_policy: MissPolicy = "defaults"
     miss_timeout_seconds: float = Field(5.0, gt=0)
@@ -274,7 +84,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
     @field_validator("event_fields")
     @classmethod
     def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_identifiers(value)
+        return check_columns(value)
 
     @field_validator("kafka_events_topic", "dead_letter_topic", "enriched_topic")
     @classmethod
@@ -403,58 +213,16 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings):
         }
 
 
-def _named(loc: tuple[Any, ...], message: str) -> str:
-    """`ENV_VAR: message`, with the place inside a JSON setting (`[0].key_field`) when
-    there is one; a check across fields starts its message with the field's name."""
-    if loc:
-        inside = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc[1:])
-        where = f"{inside.removeprefix('.')}: " if inside else ""
-        return f"{ENV_PREFIX}{str(loc[0]).upper()}: {where}{message}"
-    field, _, rest = message.partition(":")
-    return f"{ENV_PREFIX}{field.strip().upper()}: {rest.strip()}"
+S = TypeVar("S", bound=EnrichSettings)
 
 
-_SOURCE_FIELD = re.compile(r'field "(?P<field>\w+)" from source "(?P<source>\w+)"')
-
-
-def _unparsable(exc: SourceError, env_file: str | None) -> SettingsError:
-    """pydantic-settings refuses a JSON setting before validation; name it, never its value
-    (ENRICH_KAFKA_CONFIG holds secrets), and say where in the text the JSON broke."""
-    found = _SOURCE_FIELD.search(str(exc))
-    name = f"{ENV_PREFIX}{found['field'].upper()}" if found else "a JSON setting"
-    where = (
-        f" (in {ENV_PREFIX}ENV_FILE {env_file})" if found and "DotEnv" in found["source"] else ""
-    )
-    cause = exc.__cause__
-    if isinstance(cause, json.JSONDecodeError):
-        why = f"{cause.msg} at line {cause.lineno}, column {cause.colno}"
-    else:
-        why = type(cause).__name__ if cause is not None else "cannot be read"
-    return SettingsError(f"invalid settings:\n  {name}{where}: not valid JSON ({why})")
-
-
-S = TypeVar("S", bound=_EnrichSettings)
-
-
-def load_settings(cls: type[S] = Settings, **overrides: Any) -> S:  # type: ignore[assignment]
-    """Read settings, or raise SettingsError naming every bad variable.
-
-    Refused first: an ENRICH_ENV_FILE that is not there, and an ENRICH_* variable that no
-    program of the project reads (a typo would otherwise leave its setting at the default).
-    """
-    from dataflows.environment import check_environment  # reads every program's settings
-
-    env_file = check_environment(os.environ)
-    try:
-        return cls(_env_file=env_file, **overrides)  # type: ignore[call-arg]
-    except SourceError as exc:
-        raise _unparsable(exc, env_file) from None
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {_named(err['loc'], message)}")
-        raise SettingsError("invalid settings:\n" + "\n".join(lines)) from None
+@overload
+def load_settings(**overrides: Any) -> Settings: ...
+@overload
+def load_settings(cls: type[S], **overrides: Any) -> S: ...
+def load_settings(cls: type[EnrichSettings] = Settings, **overrides: Any) -> EnrichSettings:
+    """The dataflow's settings (or `cls`'s), or SettingsError naming every bad variable."""
+    return load_any(cls, **overrides)
 
 
 def check_dataflow(settings: Settings) -> None:
@@ -470,13 +238,3 @@ def check_dataflow(settings: Settings) -> None:
             "unset) and ENRICH_DATABASE is oracle, so synthetic rows would be written to "
             "Oracle; set ENRICH_SOURCE=kafka, or ENRICH_ALLOW_DEMO_INTO_ORACLE=true if meant"
         )
-
-
-@contextmanager
-def exit_on_bad_settings() -> Iterator[None]:
-    """Every program's start-up: a bad setting prints its message and exits 2, no traceback."""
-    try:
-        yield
-    except SettingsError as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(2) from None

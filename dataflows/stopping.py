@@ -92,7 +92,7 @@ def explain_stopping_errors() -> None:
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         fault = fault_in(exc)
-        notes = getattr(exc, "__notes__", None)
+        notes: list[str] | None = getattr(exc, "__notes__", None)
         if fault is None and (not notes or not isinstance(exc, Exception)):
             default(kind, exc, tb)
             return
@@ -100,6 +100,11 @@ def explain_stopping_errors() -> None:
         if fault is not None:
             print(f"dataflow stopped: {fault}", file=sys.stderr, flush=True)
         else:
-            print(f"enrich: stopped: {kind.__name__}: {exc}", *notes, sep="\n", file=sys.stderr)
+            print(
+                f"enrich: stopped: {kind.__name__}: {exc}",
+                *(notes or ()),
+                sep="\n",
+                file=sys.stderr,
+            )
 
     sys.excepthook = hook

@@ -16,7 +16,7 @@ none, but a literal such as 1e999 overflows to one), times outside years 1 to
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, NamedTuple, NotRequired, Required
@@ -53,6 +53,9 @@ from operators.times import epoch_seconds
 _new = tuple.__new__
 
 _INT = Annotated[int, PydanticField(ge=MIN_INT, le=MAX_INT)]
+_typed_dict: Any = TypedDict
+"""Built at run time from the settings, so the field names are not literals a checker reads."""
+
 _PY_TYPES: dict[FieldType, Any] = {
     "str": Annotated[str, PydanticField(max_length=MAX_TEXT)],
     "int": _INT,
@@ -120,7 +123,7 @@ class ReferenceSchema:
     _adapter: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        schema = TypedDict(  # type: ignore[misc]
+        schema = _typed_dict(
             "ReferenceSchema",
             {
                 **{
@@ -174,7 +177,7 @@ class Decoder:
         optional = {
             name: NotRequired[_PY_TYPES[kind] | None] for name, kind in self.event_fields.items()
         }
-        event_schema = TypedDict(  # type: ignore[misc]
+        event_schema = _typed_dict(
             "EventSchema",
             {
                 **optional,
@@ -285,12 +288,12 @@ def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]
                 if not is_event:
                     bad_references.append(record)
         else:
-            lookup = first if is_event else raw.lookup  # type: ignore[union-attr]
+            lookup = first if is_event else raw.lookup
             group = good.get(lookup)
             if group is None:
                 group = good[lookup] = []
-            group.append(record)  # type: ignore[arg-type]
-            filtered_references += type(record) is RefUpdate and record.filtered  # type: ignore[union-attr]
+            group.append(record)  # type: ignore[arg-type]  # not a DeadLetter: handled above
+            filtered_references += type(record) is RefUpdate and record.filtered
     return DecodedBatch(
         good,
         bad,
@@ -342,7 +345,8 @@ def _finite(value: dict[str, Any] | list[Any]) -> bool:
 
     Runs per event, so a plain loop: `x - x` is 0.0 exactly when `x` is finite.
     """
-    for item in value.values() if type(value) is dict else value:
+    items: Iterable[Any] = value.values() if type(value) is dict else value
+    for item in items:
         kind = type(item)
         if kind is float:
             if item - item != 0.0:

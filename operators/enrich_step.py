@@ -7,7 +7,7 @@ per batch instead of one per event.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import chain
 
@@ -21,7 +21,11 @@ Observer = Callable[[Tally], None]
 Emitted = tuple[list[list[Output]], bool]
 
 
-class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list[bytes]]):
+Snapshot = Sequence[bytes | Pending]
+"""A shard's waiting events: encoded now; `Pending` in snapshots of earlier versions."""
+
+
+class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], Snapshot]):
     """Feeds batches, notifications and end of input to one shard's enricher."""
 
     def __init__(self, enricher: ShardEnricher, clock: Clock, observe: Observer) -> None:
@@ -57,13 +61,13 @@ class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], list
 
 def builder(
     config: EnrichConfig, clock: Clock, observe: Observer
-) -> Callable[[list[bytes | Pending] | None], EnrichLogic]:
+) -> Callable[[Snapshot | None], EnrichLogic]:
     """The `stateful_batch` builder: a fresh or resumed logic per shard.
 
     A resume may come from a snapshot of an earlier version, which held `Pending`.
     """
 
-    def build(resume: list[bytes | Pending] | None) -> EnrichLogic:
+    def build(resume: Snapshot | None) -> EnrichLogic:
         return EnrichLogic(ShardEnricher(config, resume), clock, observe)
 
     return build

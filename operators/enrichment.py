@@ -392,11 +392,11 @@ def decoded(blob: bytes, loads: compact.Loads = compact.pickle.loads) -> Pending
 
 def encoded(state: Iterable[bytes | Pending]) -> list[bytes]:
     """A snapshot as this version keeps it; snapshots of earlier versions hold `Pending`."""
-    return [item if type(item) is bytes else compact.encode(*item) for item in state]
+    return [item if isinstance(item, bytes) else compact.encode(*item) for item in state]
 
 
 def restore(
     state: Iterable[bytes | Pending], loads: compact.Loads = compact.pickle.loads
 ) -> list[Pending]:
     """The waiting events of a snapshot of any version, decoded; see `compact.decode`."""
-    return [item if type(item) is Pending else decoded(item, loads) for item in state]
+    return [decoded(item, loads) if isinstance(item, bytes) else item for item in state]

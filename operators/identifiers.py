@@ -19,6 +19,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
+from typing import Literal
 
 MAX_LENGTH = 128
 """Longest identifier, in characters (which are bytes: the rule allows ASCII only)."""
@@ -52,6 +53,22 @@ def check_qualified(name: str, what: str) -> str:
             f"and underscore, starts with a letter, at most {MAX_LENGTH} characters)"
         )
     return name
+
+
+Database = Literal["sqlite", "oracle"]
+
+
+def quote(name: str, database: Database) -> str:
+    """A checked `NAME` or `OWNER.NAME`, quoted for `database`: every statement's one quoting.
+
+    Oracle folds unquoted names to upper case, so a quoted one must be upper
+    case to match a table created without quotes. Only names this module
+    checked may be quoted: none holds a quote character.
+    """
+    parts = name.split(".")
+    if database == "oracle":
+        parts = [part.upper() for part in parts]
+    return ".".join(f'"{part}"' for part in parts)
 
 
 def nearest(name: str, known: Iterable[str]) -> str | None:

@@ -1,4 +1,4 @@
-"""`enrich-recovery DIR` / `python -m recovery_store DIR`: inspect recovery partitions.
+"""`enrich recovery DIR` / `python -m recovery_store DIR`: inspect recovery partitions.
 
 Exit status: 0 when the store reads and Bytewax could resume from it; 1 when
 it reads but Bytewax would refuse to resume, or a waiting event's content is
@@ -42,7 +42,7 @@ def _group_id(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="enrich-recovery",
+        prog="enrich recovery",
         description="Inspect Bytewax recovery partitions read-only, also while a dataflow runs.",
     )
     parser.add_argument("directory", type=Path, help="the recovery directory (-r of bytewax.run)")
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return PROBLEMS if key_report.problems else OK
         report = build_report(store, args.top)
     except (StoreError, SnapshotError) as exc:
-        print(f"enrich-recovery: {exc}", file=sys.stderr)
+        print(f"enrich recovery: {exc}", file=sys.stderr)
         return UNREADABLE
     print(as_json(report) if args.json else as_text(report))
     return PROBLEMS if report.problems else OK

@@ -326,7 +326,8 @@ def _screen(decoded: list[_Decoded]) -> tuple[list[_Decoded], list[str]]:
         if item.kind != "pending":
             kept.append(item)
             continue
-        valid = []
+        valid: list[Any] = []
+        waiting: Any
         for position, waiting in enumerate(item.state):  # type: ignore[arg-type]
             problem = _content_problem(waiting)
             if problem is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from difflib import get_close_matches
 
-from dataflows.settings import ENV_PREFIX, SettingsError
+from config.base import ENV_PREFIX, SettingsError
 from reference.query import Database, quote
 from reference.settings import ReferenceTableSettings
 from reference.source import ReadConnection

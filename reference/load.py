@@ -32,7 +32,7 @@ from typing import Any
 from reference.columns import check_columns
 from reference.guard import DeleteGuard
 from reference.query import ReferenceQuery
-from reference.reader import Outcome, RecordBuilder
+from reference.reader import RecordBuilder, RowKind
 from reference.report import LoadCounts, LoadReport, ProgressLog
 from reference.settings import PublisherSettings
 from reference.source import ReadConnection, Row, connect, read
@@ -55,8 +55,8 @@ def scope(settings: PublisherSettings) -> dict[str, Any]:
         "change_column": settings.publish_change_column,
         "soft_delete_column": settings.publish_soft_delete_column,
         "filter": [condition.model_dump(mode="json") for condition in settings.publish_filter],
-        "topic": settings.kafka_reference_topic,
-        "version_field": settings.reference_version_field,
+        "topic": settings.reference_topic,
+        "version_field": settings.version_field,
     }
 
 
@@ -111,7 +111,7 @@ class Publisher:
     def _send(
         self, producer: ConfirmedProducer, key: bytes, value: bytes | None, counts: LoadCounts
     ) -> None:
-        producer.send(self._settings.kafka_reference_topic, key, value)
+        producer.send(self._settings.reference_topic, key, value)
         if value is None:
             counts.tombstones += 1
         else:
@@ -130,7 +130,7 @@ class Publisher:
     ) -> Watermark | None:
         settings = self._settings
         live = live_keys(
-            settings.kafka_brokers, settings.kafka_reference_topic, settings.kafka_client_config()
+            settings.kafka_brokers, settings.reference_topic, settings.kafka_client_config()
         )
         total = len(live)
         log.info("full load: the topic holds %s live keys", f"{total:,}")
@@ -141,11 +141,11 @@ class Publisher:
         for rows in self._rows(connection, self._query.full(), None):
             for row in rows:
                 record = self._builder.record(row)
-                _count(record.outcome, counts)
+                _count(record.kind, counts)
                 change = record.change
                 if change is not None and (highest is None or change > highest):
                     highest = change
-                if record.outcome is Outcome.LIVE and record.key is not None:
+                if record.kind is RowKind.LIVE and record.key is not None:
                     self._send(producer, record.key, record.value, counts)
                     live.discard(record.key)
             progress.tick()
@@ -164,7 +164,7 @@ class Publisher:
         for rows in self._rows(connection, self._count_query.full(), None):
             for row in rows:
                 record = self._count_builder.record(row)
-                if record.outcome is Outcome.LIVE and record.key is not None:
+                if record.kind is RowKind.LIVE and record.key is not None:
                     remaining.discard(record.key)
         return len(remaining)
 
@@ -200,7 +200,7 @@ class Publisher:
         for rows in self._rows(connection, self._query.changed_since(), watermark):
             for row in rows:
                 record = self._builder.record(row)
-                _count(record.outcome, counts)
+                _count(record.kind, counts)
                 if record.change != current:
                     delivered = delivered if current is None else current
                     current = record.change
@@ -232,18 +232,18 @@ def _reading(
         key_column=settings.publish_key_column,
         columns=settings.publish_columns if columns is None else columns,
         change_column=settings.publish_change_column,
-        version_field=settings.reference_version_field,
+        version_field=settings.version_field,
         soft_delete_column=settings.publish_soft_delete_column,
         conditions=settings.publish_filter,
     )
     return query, builder
 
 
-def _count(outcome: Outcome, counts: LoadCounts) -> None:
+def _count(kind: RowKind, counts: LoadCounts) -> None:
     counts.read += 1
-    if outcome is Outcome.FILTERED_OUT:
+    if kind is RowKind.FILTERED_OUT:
         counts.filtered_out += 1
-    elif outcome is Outcome.DELETED:
+    elif kind is RowKind.DELETED:
         counts.soft_deleted += 1
-    elif outcome is Outcome.NO_KEY:
+    elif kind is RowKind.NO_KEY:
         counts.without_key += 1

@@ -1,9 +1,9 @@
-"""`python -m reference.publish`: publish the reference table to the compacted reference topic.
+"""`enrich publish`: publish the reference table to the compacted reference topic.
 
-    python -m reference.publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
-    python -m reference.publish --interval 60   # a load every 60 s until SIGTERM
-    python -m reference.publish --full          # a full load first, e.g. after the nightly reload
-    python -m reference.publish --full --allow-mass-delete   # the deletes are meant
+    enrich publish                 # once (unless ENRICH_PUBLISH_INTERVAL_SECONDS)
+    enrich publish --interval 60   # a load every 60 s until SIGTERM
+    enrich publish --full          # a full load first, e.g. after the nightly reload
+    enrich publish --full --allow-mass-delete   # the deletes are meant
 
 Exit status: 0 when the last load finished, 1 when it failed (the watermark
 covers only what Kafka confirmed), 2 for bad settings or arguments (also a
@@ -22,7 +22,7 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from dataflows.settings import exit_on_bad_settings, load_settings
+from config.base import exit_on_bad_settings, load_settings
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
@@ -33,7 +33,7 @@ log = logging.getLogger("enrich.publisher")
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m reference.publish",
+        prog="enrich publish",
         description="Publish the reference table to the reference topic (full, then incremental).",
     )
     mode = parser.add_mutually_exclusive_group()

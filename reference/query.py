@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-from operators.identifiers import check_identifier, check_qualified
+from operators.identifiers import Database, check_identifier, check_qualified, quote
 
-Database = Literal["sqlite", "oracle"]
+__all__ = ["WATERMARK", "Database", "ReferenceQuery", "check_column", "check_table", "quote"]
 
 WATERMARK = "watermark"
 """The bind name of the watermark."""
@@ -26,14 +25,6 @@ def check_column(name: str) -> str:
 
 def check_table(name: str) -> str:
     return check_qualified(name, "table name")
-
-
-def quote(name: str, database: Database) -> str:
-    """Oracle folds unquoted names to upper case, so a quoted one must be upper case to match."""
-    parts = name.split(".")
-    if database == "oracle":
-        parts = [part.upper() for part in parts]
-    return ".".join(f'"{part}"' for part in parts)
 
 
 @dataclass(frozen=True)

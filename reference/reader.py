@@ -21,8 +21,8 @@ from operators.filters import Condition, Predicate, all_of
 from operators.times import epoch_seconds
 
 
-class Outcome(StrEnum):
-    """What a row means for the topic."""
+class RowKind(StrEnum):
+    """What a row means for the topic (not `operators.records.Outcome`, a lookup's result)."""
 
     LIVE = "live"
     """Published with its value."""
@@ -40,7 +40,7 @@ class Record(NamedTuple):
     """The JSON value for a live row; None otherwise."""
     change: Any
     """The change column's value as the database gave it: the watermark candidate."""
-    outcome: Outcome
+    kind: RowKind
 
 
 def version_of(change: Any) -> int | float | None:
@@ -82,13 +82,13 @@ class RecordBuilder:
         change = row[at[self.change_column]]
         key = row[at[self.key_column]]
         if key is None:
-            return Record(None, None, change, Outcome.NO_KEY)
+            return Record(None, None, change, RowKind.NO_KEY)
         key_bytes = str(key).encode()
         if self.soft_delete_column is not None and row[at[self.soft_delete_column]] is not None:
-            return Record(key_bytes, None, change, Outcome.DELETED)
+            return Record(key_bytes, None, change, RowKind.DELETED)
         matches = self._matches
         if matches is not None and not matches(dict(zip(self.selected, row, strict=True))):
-            return Record(key_bytes, None, change, Outcome.FILTERED_OUT)
+            return Record(key_bytes, None, change, RowKind.FILTERED_OUT)
         value = {name: row[at[name]] for name in self.columns}
         value[self.version_field] = version_of(change)
-        return Record(key_bytes, to_json(value), change, Outcome.LIVE)
+        return Record(key_bytes, to_json(value), change, RowKind.LIVE)

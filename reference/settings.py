@@ -1,8 +1,8 @@
 """Settings of the reference publisher, read from `ENRICH_*` variables like the dataflow's.
 
-The topic and the version field use the dataflow's own variables
-(`ENRICH_KAFKA_REFERENCE_TOPIC`, `ENRICH_REFERENCE_VERSION_FIELD`), so the two
-programs cannot disagree about where rows go and how their version is named.
+The publisher publishes for one lookup of `ENRICH_LOOKUPS` (`ENRICH_PUBLISH_LOOKUP`,
+by default the first) and takes its topic and version field from there, so the
+two programs cannot disagree about where rows go and how their version is named.
 """
 
 from __future__ import annotations
@@ -11,13 +11,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from dataflows.settings import (
-    DEMO_LOOKUPS,
-    KafkaConnection,
-    LoggingSettings,
-    OracleConnection,
-    check_topic,
-)
+from config.connections import KafkaConnection, LoggingSettings, OracleConnection
+from config.lookups import DEMO_LOOKUPS, Lookup, LookupSettings
 from operators.filters import Condition
 from reference.query import Database, check_column, check_table
 
@@ -91,11 +86,11 @@ class ReferenceTableSettings(OracleConnection):
         return tuple(dict.fromkeys(names))
 
 
-class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings):
-    """Validated settings of `python -m reference.publish`; see the README's settings table."""
+class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings, LookupSettings):
+    """Validated settings of `enrich publish`; see the README's settings table."""
 
-    kafka_reference_topic: str = _SECURITY.topic or "reference"
-    reference_version_field: str = Field(_SECURITY.version_field, min_length=1)
+    publish_lookup: str | None = None
+    """The lookup of ENRICH_LOOKUPS whose topic and version field are written; None: the first."""
     publish_state_path: Path = Path("demo-output/reference-publisher.state.json")
     publish_batch_size: int = Field(10_000, gt=0)
     publish_interval_seconds: float | None = Field(None, gt=0)
@@ -103,19 +98,43 @@ class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings
     """The share of the topic's live keys one full load may tombstone (reference.guard)."""
     publish_allow_mass_delete: bool = False
 
-    @field_validator("kafka_reference_topic")
-    @classmethod
-    def _topic_is_legal(cls, value: str) -> str:
-        check_topic(value)
-        return value
-
     @model_validator(mode="after")
     def _publishable(self) -> PublisherSettings:
         if not self.kafka_brokers:
             raise ValueError("kafka_brokers: the publisher writes to Kafka, so a broker is needed")
-        if self.reference_version_field in self.publish_columns:
+        lookup = self.lookup
+        if lookup.topic is None:
             raise ValueError(
-                f"reference_version_field: {self.reference_version_field!r} is also a published "
-                "column; the version needs a field of its own"
+                f"publish_lookup: lookup {lookup.name!r} of ENRICH_LOOKUPS names no topic "
+                'to publish to; give it a "topic"'
+            )
+        if lookup.version_field in self.publish_columns:
+            raise ValueError(
+                f"publish_columns: {lookup.version_field!r} is the version field of lookup "
+                f"{lookup.name!r}; the version needs a field of its own"
             )
         return self
+
+    @property
+    def lookup(self) -> Lookup:
+        """The lookup published for: the named one, else the first."""
+        if self.publish_lookup is None:
+            return self.lookups[0]
+        found = self.named(self.publish_lookup)
+        if found is None:
+            names = [lookup.name for lookup in self.lookups]
+            raise ValueError(
+                f"publish_lookup: no lookup {self.publish_lookup!r} in ENRICH_LOOKUPS; "
+                f"the lookups are {names}"
+            )
+        return found
+
+    @property
+    def reference_topic(self) -> str:
+        """The topic written: the lookup's."""
+        return self.lookup.topic or ""
+
+    @property
+    def version_field(self) -> str:
+        """The field of each value that holds the version: the lookup's."""
+        return self.lookup.version_field

@@ -36,7 +36,7 @@ def live_keys(brokers: Iterable[str], topic: str, config: Mapping[str, str]) -> 
         partitions = list(metadata.partitions)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         live: set[bytes] = set()
-        ended: set[int] = set()
+        ended: set[int | None] = set()  # librdkafka types the partition as optional
         while len(ended) < len(partitions):
             for msg in consumer.consume(_BATCH, _POLL_SECONDS):
                 error = msg.error()

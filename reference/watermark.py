@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 Watermark = int | float | str | datetime
 """A change column value, as the database returned it; bound back as it was."""
@@ -56,7 +56,7 @@ def _decode(data: dict[str, Any] | None) -> Watermark | None:
     expected = {"int": int, "float": float, "str": str}[kind]
     if type(value) is not expected:
         raise ValueError(f"watermark {value!r} is not of type {kind}")
-    return value
+    return cast("int | float | str", value)  # checked just above
 
 
 @dataclass(frozen=True)

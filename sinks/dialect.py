@@ -41,7 +41,7 @@ class Connection(Protocol):
 class RowError(NamedTuple):
     """A row the database refused, while the other rows of its batch could be written."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, never called on a RowError
     """Position of the row in the batch."""
     code: str
     """The database's own name for the error, e.g. `ORA-12899` or `SQLITE_CONSTRAINT_CHECK`."""

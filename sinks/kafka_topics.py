@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from pydantic_core import to_json
 
+from operators.origins import parse_origin
 from operators.records import DeadLetter, Enriched
 from sinks.table import EnrichedTable
-from sources.kafka import parse_origin
 
 Message = KafkaSinkMessage[bytes | None, bytes | None]
 

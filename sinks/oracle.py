@@ -19,9 +19,11 @@ from typing import Any
 import oracledb
 from pydantic import SecretStr
 
-from dataflows.settings import OracleConnection
+from config.connections import OracleConnection
+from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.table import MAX_TEXT, Column, ColumnType, Table, index_name
+from sinks.sql import bound_columns, create_statements, stamped_columns
+from sinks.table import MAX_TEXT, ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
     "str": f"VARCHAR2({MAX_TEXT} CHAR)",
@@ -194,15 +196,13 @@ def _error_of(exc: BaseException) -> Any:
 
 
 def _quote(identifier: str) -> str:
-    """Quote an identifier that `sinks.table` already validated, in the case Oracle folds to."""
-    return f'"{identifier.upper()}"'
+    return quote(identifier, "oracle")
 
 
 @cache
 def merge_sql(table: Table) -> str:
     """One MERGE by key whose binds `:1`..`:n` each appear once, in bound-column order."""
-    bound = [column.name for column in table.schema() if column.type != "timestamp"]
-    stamped = [column.name for column in table.schema() if column.type == "timestamp"]
+    bound, stamped = bound_columns(table), stamped_columns(table)
     source = ", ".join(f":{i} {_quote(name)}" for i, name in enumerate(bound, start=1))
     updates = ", ".join(
         f"t.{_quote(name)} = s.{_quote(name)}" for name in bound if name != table.key
@@ -239,14 +239,6 @@ def _too_long_for_varchar(rows: Sequence[Sequence[Any]], index: int) -> bool:
     return any(
         value is not None and len(value) * 4 > limit and len(value.encode()) > limit
         for value in (row[index] for row in rows)
-    )
-
-
-def _column_ddl(column: Column, key: str) -> str:
-    return (
-        f"{_quote(column.name)} {_TYPES[column.type]}"
-        + (" PRIMARY KEY" if column.name == key else "")
-        + ("" if column.nullable or column.name == key else " NOT NULL")
     )
 
 
@@ -354,15 +346,7 @@ class OracleDialect:
         return True
 
     def create_statements(self, table: Table) -> list[str]:
-        columns = ", ".join(_column_ddl(column, table.key) for column in table.schema())
-        return [
-            f"CREATE TABLE {_quote(table.name)} ({columns})",
-            *(
-                f"CREATE INDEX {_quote(index_name(table.name, name))} "
-                f"ON {_quote(table.name)} ({_quote(name)})"
-                for name in table.indexed()
-            ),
-        ]
+        return create_statements(table, "oracle", _TYPES, if_not_exists=False)
 
     def already_exists(self, exc: BaseException) -> bool:
         error = _error_of(exc)

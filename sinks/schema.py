@@ -1,4 +1,4 @@
-"""Creating the sink's tables: by the sink at start, and by `python -m sinks.create_tables`."""
+"""Creating the sink's tables: by the sink at start, and by `enrich create-tables`."""
 
 from __future__ import annotations
 

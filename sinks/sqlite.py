@@ -10,8 +10,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.table import ColumnType, Table, index_name
+from sinks.sql import bound_columns, create_statements, stamped_columns
+from sinks.table import ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
     "str": "TEXT",
@@ -36,15 +38,13 @@ class CannotOpen(sqlite3.OperationalError):
 
 
 def _quote(identifier: str) -> str:
-    """Quote an identifier that `sinks.table` already validated, so none holds a quote."""
-    return f'"{identifier}"'
+    return quote(identifier, "sqlite")
 
 
 @cache
 def upsert_sql(table: Table) -> str:
     """Insert a row, or overwrite every bound column of the row with the same key."""
-    bound = [column.name for column in table.schema() if column.type != "timestamp"]
-    stamped = [column.name for column in table.schema() if column.type == "timestamp"]
+    bound, stamped = bound_columns(table), stamped_columns(table)
     names = ", ".join(_quote(name) for name in (*bound, *stamped))
     values = ", ".join(["?"] * len(bound) + [_NOW] * len(stamped))
     updates = ", ".join(
@@ -111,20 +111,7 @@ class SqliteDialect:
         return found is not None
 
     def create_statements(self, table: Table) -> list[str]:
-        columns = ", ".join(
-            f"{_quote(column.name)} {_TYPES[column.type]}"
-            + (" PRIMARY KEY" if column.name == table.key else "")
-            + ("" if column.nullable else " NOT NULL")
-            for column in table.schema()
-        )
-        return [
-            f"CREATE TABLE IF NOT EXISTS {_quote(table.name)} ({columns})",
-            *(
-                f"CREATE INDEX IF NOT EXISTS {_quote(index_name(table.name, name))} "
-                f"ON {_quote(table.name)} ({_quote(name)})"
-                for name in table.indexed()
-            ),
-        ]
+        return create_statements(table, "sqlite", _TYPES, if_not_exists=True)
 
     def already_exists(self, exc: BaseException) -> bool:
         return False

@@ -64,7 +64,9 @@ _ATTRIBUTES = Column("attributes", "json", True)
 
 
 class Table(Protocol):
-    """What a dialect needs to create a table and upsert into it."""
+    """What a dialect needs to create a table and upsert into it; hashable, as its SQL is cached."""
+
+    def __hash__(self) -> int: ...
 
     @property
     def name(self) -> str: ...

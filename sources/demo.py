@@ -495,7 +495,9 @@ class _Planner:
                 _EPOCH + slot * _QUOTE_SPACING,
             )
         event = Kind.EVENT
-        records = [(parts[o], (event, keys[o], v)) for o, v in zip(owners, values, strict=True)]
+        records: list[tuple[int, tuple[Kind, bytes | None, bytes | None]]] = [
+            (parts[o], (event, keys[o], v)) for o, v in zip(owners, values, strict=True)
+        ]
         for slot, kind in slots.malformed.items():
             fields: dict[str, object] = {
                 "event_id": f"Q{slot + 1:07d}",

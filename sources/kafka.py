@@ -38,16 +38,6 @@ _POLL_SECONDS = 0.001
 """How long one poll waits for messages; Bytewax's own Kafka partition uses the same."""
 
 
-def parse_origin(text: str) -> tuple[str, int, int] | None:
-    """Topic, partition and offset of a Kafka origin; None for other sources."""
-    source, _, rest = text.partition("/")
-    topic, _, position = rest.rpartition("/")
-    topic, _, partition = topic.rpartition("/")
-    if source != "kafka" or not topic or not partition.isdigit() or not position.isdigit():
-        return None
-    return topic, int(partition), int(position)
-
-
 def consumer_config(
     brokers: Iterable[str],
     config: Mapping[str, str],
@@ -126,7 +116,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         for msg in self._consumer.consume(self._batch_size, _POLL_SECONDS):
             error = msg.error()
             if error is None:
-                offset = msg.offset()
+                offset = msg.offset()  # type: ignore[assignment]  # set on every message read
                 append(
                     RawRecord(
                         kind,

@@ -73,7 +73,8 @@ def admin_client(
     reported safely; `errors` collects what librdkafka reports while it is polled."""
     with config_checked(config):
         return AdminClient(
-            {"bootstrap.servers": ",".join(brokers), **config, "error_cb": errors.append}
+            # librdkafka takes callbacks among the properties; the stubs allow only values.
+            {"bootstrap.servers": ",".join(brokers), **config, "error_cb": errors.append}  # type: ignore[dict-item]
         )
 
 

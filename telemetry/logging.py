@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
-from dataflows.settings import LoggingSettings
+from config.connections import LoggingSettings
 
 LogFormat = Literal["text", "json"]
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"

@@ -35,11 +35,6 @@ LATE_WAIT_SECONDS = BatchHistogram(
     "number of late resolutions.",
     (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
-TIMEOUTS = Counter(
-    "enrich_miss_timeouts_total",
-    "Waiting events whose miss timeout passed before their reference row arrived, by lookup.",
-    ["lookup"],
-)
 INNER_EXCLUDED = Counter(
     "enrich_inner_join_excluded_total",
     "Events that found no row and were kept out of the main sink by an inner join, by lookup.",
@@ -49,11 +44,6 @@ REFERENCE_UPDATES = Counter(
     "enrich_reference_updates_total",
     "Reference updates applied or ignored, by lookup and outcome.",
     ["lookup", "outcome"],
-)
-STALE_UPDATES = Counter(
-    "enrich_stale_updates_ignored_total",
-    "Reference updates ignored because their version was not newer than the row held, by lookup.",
-    ["lookup"],
 )
 DEAD_LETTERS = Counter(
     "enrich_dead_letters_total", "Records sent to the dead-letter output, by reason.", ["reason"]

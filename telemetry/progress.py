@@ -12,17 +12,19 @@ import threading
 import time
 
 from prometheus_client import Metric
-from prometheus_client.registry import REGISTRY
+from prometheus_client.registry import Collector
+
+from telemetry import metrics
 
 log = logging.getLogger("enrich.progress")
 
 
-def _samples(name: str) -> dict[tuple[str, ...], float]:
-    """Current values of one metric family, keyed by label values."""
-    for family in REGISTRY.collect():
-        if family.name == name:
-            return _by_labels(family)
-    return {}
+def _samples(metric: Collector) -> dict[tuple[str, ...], float]:
+    """Current values of one metric, keyed by label values; read from the metric itself."""
+    values: dict[tuple[str, ...], float] = {}
+    for family in metric.collect():
+        values.update(_by_labels(family))
+    return values
 
 
 def _by_labels(family: Metric) -> dict[tuple[str, ...], float]:
@@ -34,8 +36,8 @@ def _by_labels(family: Metric) -> dict[tuple[str, ...], float]:
     return values
 
 
-def _total(name: str) -> int:
-    return int(sum(_samples(name).values()))
+def _total(metric: Collector) -> int:
+    return int(sum(_samples(metric).values()))
 
 
 PROGRESS_LINE = (
@@ -55,11 +57,11 @@ def dead_letters_by_kind() -> tuple[dict[str, int], dict[str, int]]:
     a moment before the total is, hence the floor at zero mid-run.
     """
     references = {
-        reason: int(n) for (reason,), n in _samples("enrich_reference_dead_letters").items()
+        reason: int(n) for (reason,), n in _samples(metrics.REFERENCE_DEAD_LETTERS).items()
     }
     events = {
         reason: max(0, int(n) - references.get(reason, 0))
-        for (reason,), n in _samples("enrich_dead_letters").items()
+        for (reason,), n in _samples(metrics.DEAD_LETTERS).items()
     }
     return {r: n for r, n in events.items() if n}, {r: n for r, n in references.items() if n}
 
@@ -67,17 +69,17 @@ def dead_letters_by_kind() -> tuple[dict[str, int], dict[str, int]]:
 def progress_counts() -> dict[str, int]:
     """The running totals a progress line shows; statuses are of the rows the sink wrote,
     each the outcome of the whole chain of lookups."""
-    rows = _samples("enrich_sink_rows")
+    rows = _samples(metrics.SINK_ROWS)
     return {
-        "events": int(_samples("enrich_records_in").get(("event",), 0)),
-        "filtered": int(_samples("enrich_filtered").get(("event",), 0)),
+        "events": int(_samples(metrics.RECORDS_IN).get(("event",), 0)),
+        "filtered": int(_samples(metrics.FILTERED).get(("event",), 0)),
         "enriched": int(rows.get(("enriched",), 0)),
         "late": int(rows.get(("late_enriched",), 0)),
         "miss": int(rows.get(("lookup_miss",), 0)),
         "dead_letters": sum(dead_letters_by_kind()[0].values()),
-        "reference_dead_letters": _total("enrich_reference_dead_letters"),
-        "pending": _total("enrich_pending_events"),
-        "rows_held": _total("enrich_reference_rows"),
+        "reference_dead_letters": _total(metrics.REFERENCE_DEAD_LETTERS),
+        "pending": _total(metrics.PENDING),
+        "rows_held": _total(metrics.ROWS_HELD),
     }
 
 
@@ -116,7 +118,7 @@ class Progress:
 
     def summary(self) -> str:
         elapsed = time.monotonic() - self._started
-        records = _samples("enrich_records_in")
+        records = _samples(metrics.RECORDS_IN)
         events = int(records.get(("event",), 0))
         lines = [
             "run summary (this process)",
@@ -124,11 +126,11 @@ class Progress:
             f"({events / max(elapsed, 1e-9):,.0f} events/s)",
             f"  reference records    {int(records.get(('reference',), 0)):>12,}",
         ]
-        filtered = int(_samples("enrich_filtered").get(("event",), 0))
+        filtered = int(_samples(metrics.FILTERED).get(("event",), 0))
         if filtered:
             lines.append(f"  events filtered out  {filtered:>12,}")
-        outcomes = _samples("enrich_events_out")
-        excluded = _samples("enrich_inner_join_excluded")
+        outcomes = _samples(metrics.OUTCOMES)
+        excluded = _samples(metrics.INNER_EXCLUDED)
         for lookup in dict.fromkeys(key[0] for key in outcomes):
             lines.append(f"  events out of lookup {lookup!r} by status:")
             for (_, status, reason), count in sorted(
@@ -144,7 +146,7 @@ class Progress:
             for reason, count in sorted(letters.items()):
                 lines.append(f"    {reason:<28}{count:>12,}")
         lines.append("  reference updates:")
-        for (lookup, outcome), count in sorted(_samples("enrich_reference_updates").items()):
+        for (lookup, outcome), count in sorted(_samples(metrics.REFERENCE_UPDATES).items()):
             lines.append(f"    {f'{lookup} {outcome}':<28}{int(count):>12,}")
-        lines.append(f"  rows upserted to sink{_total('enrich_sink_rows'):>11,}")
+        lines.append(f"  rows upserted to sink{_total(metrics.SINK_ROWS):>11,}")
         return "\n".join(lines)

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from operators.decode import DecodedBatch
 from operators.enrichment import Tally
 from operators.filters import FILTER_FIELD_MISSING
-from operators.records import DeadLetter, MissReason
+from operators.records import DeadLetter
 from telemetry import metrics
 
 log = logging.getLogger("enrich.filters")
@@ -31,16 +31,12 @@ def record_tally(lookup: str, tally: Tally) -> None:
         metrics.LATE_WAIT_SECONDS.observe_many(ms / 1000.0 for ms in tally.late_waits_ms)
     for reason, count in tally.missed_out.items():
         metrics.OUTCOMES.labels(lookup, "lookup_miss", reason.value).inc(count)
-    if MissReason.TIMEOUT in tally.missed_out:
-        metrics.TIMEOUTS.labels(lookup).inc(tally.missed_out[MissReason.TIMEOUT])
     if tally.inner_excluded:
         metrics.INNER_EXCLUDED.labels(lookup).inc(tally.inner_excluded)
     for outcome in ("applied", "stale", "deleted", "absent_deletes"):
         count = getattr(tally, outcome)
         if count:
             metrics.REFERENCE_UPDATES.labels(lookup, outcome).inc(count)
-    if tally.stale:
-        metrics.STALE_UPDATES.labels(lookup).inc(tally.stale)
     if tally.pending_delta:
         metrics.PENDING.labels(lookup).inc(tally.pending_delta)
     if tally.rows_delta:
@@ -70,6 +66,12 @@ def _warn_once(letter: DeadLetter) -> None:
         letter.origin,
         FILTER_FIELD_MISSING,
     )
+
+
+def counted(letter: DeadLetter) -> DeadLetter:
+    """The dead letter, counted on its way to the dead-letter output."""
+    record_dead_letters((letter,))
+    return letter
 
 
 def record_decoded(decoded: DecodedBatch, batch_size: int) -> None:

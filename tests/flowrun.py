@@ -7,17 +7,19 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Sequence
-from contextlib import closing, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import TypeAdapter
 
 from operators.enrichment import Pending, restore
+from recovery_store import resume
+from recovery_store.store import read_store
 from recovery_store.unpickle import loads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,36 +107,23 @@ def tail(work: Path, log: str) -> str:
 def resume_point(recovery: Path) -> ResumePoint:
     """Read the resume epoch and the snapshots the next execution will load.
 
-    Mirrors Bytewax 0.21's own rule: the resume epoch is the smallest worker
-    frontier of the last execution, and each state key resumes from its
-    newest snapshot before that epoch. The next run records the epoch it
-    actually used in `exs`, which the tests check against this one.
+    The rule is `recovery_store.resume`'s (Bytewax 0.21's own: the smallest
+    worker frontier of the last execution, and each state key's newest
+    snapshot before it), over every partition. The next run records the
+    epoch it actually used in `exs`, which the tests check against this one.
     """
-    with closing(sqlite3.connect(f"file:{recovery / 'part-0.sqlite3'}?mode=ro", uri=True)) as conn:
-        ex_num, workers, started_at = conn.execute(
-            "SELECT ex_num, worker_count, resume_epoch FROM exs ORDER BY ex_num DESC LIMIT 1"
-        ).fetchone()
-        fronts = dict(
-            conn.execute(
-                "SELECT worker_index, worker_frontier FROM fronts WHERE ex_num = ?", (ex_num,)
-            )
-        )
-        epoch = min(max(fronts.get(w, started_at), started_at) for w in range(workers))
-        snaps = conn.execute(
-            "SELECT step_id, state_key, ser_change FROM snaps AS s WHERE snap_epoch = "
-            "(SELECT MAX(snap_epoch) FROM snaps WHERE step_id = s.step_id "
-            "AND state_key = s.state_key AND snap_epoch < ?)",
-            (epoch,),
-        ).fetchall()
+    store = read_store(recovery)
+    point = resume.resume_point(store)
     offsets: dict[str, int] = {}
     pending: dict[str, list[Pending]] = {}
-    for step, key, blob in snaps:
-        state = None if blob is None else loads(blob)
-        if step == INPUT_STEP and state is not None:
-            offsets[key] = state
-        elif step.startswith(ENRICH_STEP_PREFIX) and state:
-            pending.setdefault(step.removeprefix(ENRICH_STEP_PREFIX), []).extend(restore(state))
-    return ResumePoint(epoch, offsets, pending)
+    for snap in resume.resume_snapshots(store, point):
+        state: Any = None if snap.data is None else loads(snap.data)
+        if snap.step_id == INPUT_STEP and state is not None:
+            offsets[snap.state_key] = state
+        elif snap.step_id.startswith(ENRICH_STEP_PREFIX) and state:
+            lookup = snap.step_id.removeprefix(ENRICH_STEP_PREFIX)
+            pending.setdefault(lookup, []).extend(restore(state))
+    return ResumePoint(point.epoch, offsets, pending)
 
 
 def steady_column(name: str) -> str:

@@ -1,4 +1,4 @@
-"""`python -m sinks.create_tables`: the sink's tables from settings, idempotent, or as DDL."""
+"""`enrich create-tables`: the sink's tables from settings, idempotent, or as DDL."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import oracledb
 import pytest
 
-from sinks.create_tables import main
+from commands.create_tables import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -133,7 +133,7 @@ def test_a_refusing_database_exits_1_with_its_message(
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "enriched.sqlite").write_text("not a database")
     assert main([]) == 1
-    assert "enrich-create-tables: file is not a database" in capsys.readouterr().err
+    assert "enrich create-tables: file is not a database" in capsys.readouterr().err
 
 
 def test_an_unwritable_location_exits_1_naming_the_path(
@@ -144,7 +144,7 @@ def test_an_unwritable_location_exits_1_naming_the_path(
     env.setenv("ENRICH_SQLITE_PATH", str(path))
     assert main([]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"enrich-create-tables: cannot open SQLite database {path}: ")
+    assert err.startswith(f"enrich create-tables: cannot open SQLite database {path}: ")
     assert "writable by this user" in err
 
 
@@ -173,7 +173,7 @@ def test_a_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ENRICH_")}
     env |= {"PYTHONPATH": str(ROOT), "ENRICH_DEAD_LETTER_TABLE": "no such table"}
     done = subprocess.run(
-        [sys.executable, "-m", "sinks.create_tables", "--print"],
+        [sys.executable, "-m", "commands.create_tables", "--print"],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -188,4 +188,4 @@ def test_a_bad_setting_exits_2_naming_the_variable(tmp_path: Path) -> None:
 
 def test_the_command_is_installed_as_enrich_create_tables() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["enrich-create-tables"] == "sinks.create_tables:main"
+    assert scripts["enrich-create-tables"] == "commands.create_tables:main"  # alias, one release

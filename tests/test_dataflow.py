@@ -29,8 +29,9 @@ import pytest
 from bytewax.testing import TestingSource, run_main
 from prometheus_client.registry import REGISTRY
 
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow, demo_source, sources
-from dataflows.settings import DEMO_LOOKUPS, Settings, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.filters import Condition
 from operators.records import Kind, RawRecord
 from sources.demo import EXCHANGES, DemoTruth, build_plan, exchange_of

@@ -15,8 +15,10 @@ from bytewax.testing import TestingSource, run_main
 from prometheus_client.registry import REGISTRY
 from pydantic import ValidationError
 
+from config.base import SettingsError
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow
-from dataflows.settings import DEMO_LOOKUPS, SettingsError, load_settings
+from dataflows.settings import load_settings
 from operators.decode import Decoder, ReferenceSchema
 from operators.filters import FILTER_FIELD_MISSING, Condition, FieldMissing, all_of, check_fields
 from operators.records import DeadLetter, Event, Kind, RawRecord, RefUpdate

@@ -11,7 +11,6 @@ StatefulSet and claim that chart builds from them, shaped the way it does.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -33,8 +32,11 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from dataflows import cluster, environment
-from dataflows.settings import Settings, SettingsError, check_dataflow, load_settings
+from commands import cli
+from config import environment
+from config.base import SettingsError
+from dataflows import cluster
+from dataflows.settings import Settings, check_dataflow, load_settings
 from reference.settings import PublisherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -451,8 +453,10 @@ def test_credentials_come_only_from_the_secret() -> None:
 
 def test_the_reference_publisher_runs_a_full_load_after_the_nightly_reload() -> None:
     spec = CRONJOB["spec"]
-    assert PUBLISHER["command"] == ["python", "-m", "reference.publish", "--full"]
-    assert importlib.util.find_spec("reference.publish") is not None
+    assert PUBLISHER["command"] == ["enrich", "publish", "--full"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["enrich"] == "commands.cli:main"
+    assert cli.SUBCOMMANDS["publish"].target == "reference.publish:main"
     assert spec["suspend"] is False
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["timeZone"] == "Etc/UTC"
@@ -468,7 +472,8 @@ def test_the_publisher_accepts_its_environment_and_keeps_its_state_on_the_claim(
     settings = load_settings(PublisherSettings)
     assert settings.publish_database == "oracle"
     assert settings.oracle_dsn == CONFIG["data"]["ENRICH_ORACLE_DSN"]
-    assert settings.kafka_reference_topic == CONFIG["data"]["ENRICH_KAFKA_REFERENCE_TOPIC"]
+    assert env_values(PUBLISHER)["ENRICH_PUBLISH_LOOKUP"] == "security"
+    assert settings.reference_topic == "reference" == settings.lookups[0].topic
     volume = mounted(str(settings.publish_state_path), PUBLISHER)
     [claim] = [
         v["persistentVolumeClaim"]["claimName"]

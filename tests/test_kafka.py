@@ -25,11 +25,12 @@ from confluent_kafka import Message
 from conftest import MockKafka
 from flowrun import ROOT, flow_env, init_recovery, kill_group, resume_point, start_flow, tail
 
+from commands.demo_to_kafka import produce_demo
+from config.lookups import DEMO_LOOKUPS, Lookup
 from dataflows.flow import build_flow, demo_source
-from dataflows.settings import DEMO_LOOKUPS, Lookup, Settings, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.enrichment import HELD
 from sources.demo import EXCHANGES, DemoTruth, build_plan, exchange_of
-from sources.demo_to_kafka import produce_demo
 
 T = TypeVar("T")
 Row = dict[str, Any]
@@ -439,7 +440,7 @@ def test_the_demo_producer_command_fills_the_configured_topics(
     env = tailing_env(kafka, tmp_path, demo_events=300, demo_references=40, lookups=chain)
     env.update(ENRICH_KAFKA_EVENTS_TOPIC="quotes")
     done = subprocess.run(
-        [sys.executable, "-m", "sources.demo_to_kafka"],
+        [sys.executable, "-m", "commands.demo_to_kafka"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=True,
     )  # fmt: skip
     truth = demo_truth(load_settings(demo_events=300, demo_references=40))
@@ -450,7 +451,7 @@ def test_the_demo_producer_command_fills_the_configured_topics(
 
     env.pop("ENRICH_KAFKA_BROKERS")
     refused = subprocess.run(
-        [sys.executable, "-m", "sources.demo_to_kafka"],
+        [sys.executable, "-m", "commands.demo_to_kafka"],
         cwd=ROOT, env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert refused.returncode == 2

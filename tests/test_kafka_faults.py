@@ -32,8 +32,9 @@ from conftest import MockKafka
 from flowrun import ROOT, flow_env, init_recovery, kill_group, start_flow, tail
 from kafka_process import KafkaProcess, running
 
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow
-from dataflows.settings import DEMO_LOOKUPS, load_settings
+from dataflows.settings import load_settings
 from dataflows.stopping import fault_in
 from sources.broker_health import ClusterWatch
 from sources.kafka_admin import config_checked
@@ -45,7 +46,7 @@ SECURITY_ONLY = [DEMO_LOOKUPS[0]]
 """One lookup, on the `reference` topic."""
 RUN_SECONDS = 120.0
 ENTRY = [sys.executable, "-m", "bytewax.run", "dataflows.enrich"]
-DEMO_TO_KAFKA = [sys.executable, "-m", "sources.demo_to_kafka"]
+DEMO_TO_KAFKA = [sys.executable, "-m", "commands.demo_to_kafka"]
 
 
 @pytest.fixture(autouse=True)

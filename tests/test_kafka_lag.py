@@ -23,8 +23,10 @@ from conftest import MockKafka
 from flowrun import flow_env, init_recovery, kill_group, start_flow, tail
 from prometheus_client import REGISTRY
 
+from config.base import SettingsError
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow
-from dataflows.settings import DEMO_LOOKUPS, SettingsError, load_settings
+from dataflows.settings import load_settings
 from recovery_store.resume import resume_point, resume_snapshots
 from recovery_store.store import read_store
 from recovery_store.unpickle import loads

@@ -105,7 +105,6 @@ def test_a_tally_adds_late_waits_in_seconds_timeouts_and_stale_updates() -> None
         ("enrich_late_wait_seconds_sum", {}),
         ("enrich_late_wait_seconds_bucket", {"le": "0.25"}),
         ("enrich_late_wait_seconds_bucket", {"le": "1.0"}),
-        ("enrich_miss_timeouts_total", {"lookup": "exchange"}),
         (
             "enrich_events_out_total",
             {"lookup": "exchange", "status": "lookup_miss", "miss_reason": "timeout"},
@@ -114,7 +113,6 @@ def test_a_tally_adds_late_waits_in_seconds_timeouts_and_stale_updates() -> None
             "enrich_events_out_total",
             {"lookup": "exchange", "status": "lookup_miss", "miss_reason": "overflow"},
         ),
-        ("enrich_stale_updates_ignored_total", {"lookup": "exchange"}),
         ("enrich_reference_updates_total", {"lookup": "exchange", "outcome": "stale"}),
     )
     record_tally(
@@ -130,11 +128,9 @@ def test_a_tally_adds_late_waits_in_seconds_timeouts_and_stale_updates() -> None
     assert delta("enrich_late_wait_seconds_sum") == pytest.approx(1.75)
     assert delta("enrich_late_wait_seconds_bucket", le="0.25") == 1
     assert delta("enrich_late_wait_seconds_bucket", le="1.0") == 1
-    assert delta("enrich_miss_timeouts_total", lookup="exchange") == 3
     miss = {"lookup": "exchange", "status": "lookup_miss"}
     assert delta("enrich_events_out_total", **miss, miss_reason="timeout") == 3
     assert delta("enrich_events_out_total", **miss, miss_reason="overflow") == 1
-    assert delta("enrich_stale_updates_ignored_total", lookup="exchange") == 2
     assert delta("enrich_reference_updates_total", lookup="exchange", outcome="stale") == 2
 
 

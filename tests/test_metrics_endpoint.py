@@ -233,13 +233,11 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     assert hits + misses == decoded
     security = {"lookup": "security"}
     late = of("enrich_events_out_total", **security, status="late_enriched", miss_reason="")
-    timeouts = of("enrich_miss_timeouts_total", **security)
-    assert of("enrich_events_out_total", **security, status="enriched", miss_reason="") == hits
-    assert late + timeouts == misses
-    timed_out_out = of(
+    timeouts = of(
         "enrich_events_out_total", **security, status="lookup_miss", miss_reason="timeout"
     )
-    assert timed_out_out == timeouts
+    assert of("enrich_events_out_total", **security, status="enriched", miss_reason="") == hits
+    assert late + timeouts == misses
     # The exchanges are all read before stage two looks anything up: it only hits.
     exchange = {"lookup": "exchange"}
     assert of("enrich_lookups_total", **exchange, result="hit") == hits + late
@@ -257,9 +255,8 @@ def test_scraped_metrics_match_the_plan_the_table_and_the_dead_letters(tmp_path:
     assert timeouts >= planned_copies(truth.never_existing_ids) > 0
 
     # Reference updates, against what the plan injected.
-    assert of("enrich_stale_updates_ignored_total", **security) == len(truth.stale_ids) > 0
     updates = partial(of, "enrich_reference_updates_total", **security)
-    assert updates(outcome="stale") == len(truth.stale_ids)
+    assert updates(outcome="stale") == len(truth.stale_ids) > 0
     assert updates(outcome="deleted") == len(truth.deleted_ids)
     assert of("enrich_reference_rows", **security) == SIZES["demo_references"] - len(
         truth.deleted_ids - truth.republished_ids

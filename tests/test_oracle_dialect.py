@@ -22,7 +22,7 @@ from oracledb.errors import _Error
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from dataflows.settings import OracleConnection
+from config.connections import OracleConnection
 from sinks.dialect import RowError
 from sinks.oracle import Failure, OracleDialect, classify, error_code, input_sizes, merge_sql
 from sinks.table import DeadLetterTable, EnrichedTable

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from conftest import MockKafka
 
-from dataflows.settings import SettingsError, load_settings
+from config.base import SettingsError
+from dataflows.settings import load_settings
 from reference.load import Publisher
 from reference.report import LoadReport
 from reference.settings import PublisherSettings

@@ -23,7 +23,7 @@ from faults import FakeClock
 from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
-from dataflows.settings import OracleConnection
+from config.connections import OracleConnection
 from operators.records import Enriched, Event, MissReason, Status
 from sinks.oracle import OracleDialect
 from sinks.schema import create_tables

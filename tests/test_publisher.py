@@ -24,11 +24,13 @@ from bytewax.testing import run_main
 from conftest import MockKafka
 from flowrun import ROOT
 
+from commands.demo_table import demo_exchanges, demo_securities, write_tables
+from commands.demo_table import main as demo_table_main
+from config.base import SettingsError
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import build_flow, decoder, demo_source
-from dataflows.settings import DEMO_LOOKUPS, Settings, SettingsError, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord, RefUpdate
-from reference.demo_table import demo_exchanges, demo_securities, write_tables
-from reference.demo_table import main as demo_table_main
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.query import ReferenceQuery, check_column, check_table
@@ -684,8 +686,14 @@ def test_the_dataflow_enriches_events_with_what_was_published(
         ("ENRICH_PUBLISH_DATABASE", "postgres", "'sqlite' or 'oracle'"),
         ("ENRICH_PUBLISH_BATCH_SIZE", "0", "greater than 0"),
         ("ENRICH_PUBLISH_INTERVAL_SECONDS", "-5", "greater than 0"),
-        ("ENRICH_KAFKA_REFERENCE_TOPIC", "ref topic", "not a legal Kafka topic name"),
-        ("ENRICH_REFERENCE_VERSION_FIELD", "sector", "also a published column"),
+        ("ENRICH_PUBLISH_LOOKUP", "exchang", "no lookup 'exchang' in ENRICH_LOOKUPS"),
+        ("ENRICH_PUBLISH_COLUMNS", '["name", "version"]', "is the version field of lookup"),
+        (
+            "ENRICH_LOOKUPS",
+            '[{"name": "security", "key_field": "security_id", "columns": {"name": "str"}, '
+            '"topic": "ref topic"}]',
+            "not a legal Kafka topic name",
+        ),
     ],
 )
 def test_bad_settings_are_refused_naming_the_variable(
@@ -789,17 +797,50 @@ def test_the_demo_exchanges_table_is_the_demo_s_exchanges(kafka: MockKafka, tmp_
         publish_table="exchanges",
         publish_key_column="exchange_id",
         publish_columns=["name", "country"],
-        kafka_reference_topic="exchanges",
+        publish_lookup="exchange",
     )
     assert report.counts.published == len(EXCHANGES)
     assert {msg.key().decode() for msg in kafka.consume_all("exchanges")} == set(EXCHANGES)
+
+
+def test_the_publisher_writes_the_topic_and_version_field_of_its_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One source of truth: ENRICH_LOOKUPS says where a lookup's rows are and how the
+    version is named; the publisher takes both from the lookup it publishes for."""
+    monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "localhost:9092")
+    lookups = [
+        {"name": "security", "key_field": "security_id", "columns": {"name": "str"}, "topic": "s"},
+        {
+            "name": "issuer",
+            "key_field": "issuer_id",
+            "columns": {"name": "str"},
+            "topic": "issuers",
+            "version_field": "seq",
+        },
+        {"name": "sector", "key_field": "sector_id", "columns": {"x": "str"}, "file": "s.jsonl"},
+    ]
+    monkeypatch.setenv("ENRICH_LOOKUPS", json.dumps(lookups))
+    first = load_settings(PublisherSettings)
+    assert (first.reference_topic, first.version_field) == ("s", "version")
+    monkeypatch.setenv("ENRICH_PUBLISH_LOOKUP", "issuer")
+    issuer = load_settings(PublisherSettings)
+    assert (issuer.reference_topic, issuer.version_field) == ("issuers", "seq")
+    monkeypatch.setenv("ENRICH_PUBLISH_LOOKUP", "sector")
+    with pytest.raises(SettingsError, match=r"ENRICH_PUBLISH_LOOKUP: lookup 'sector' .* no topic"):
+        load_settings(PublisherSettings)
+    for old in ("ENRICH_KAFKA_REFERENCE_TOPIC", "ENRICH_REFERENCE_VERSION_FIELD"):
+        with monkeypatch.context() as patch:
+            patch.setenv(old, "x")
+            with pytest.raises(SettingsError, match=f"{old}: no program of this project reads"):
+                load_settings(PublisherSettings)
 
 
 def test_the_demo_table_refuses_to_write_its_securities_over_its_exchanges(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("ENRICH_PUBLISH_TABLE", "exchanges")
-    assert demo_table_main() == 2
+    assert demo_table_main([]) == 2
     assert "ENRICH_PUBLISH_TABLE: the demo writes its exchanges to 'exchanges'" in (
         capsys.readouterr().err
     )

@@ -21,10 +21,10 @@ from pathlib import Path
 from conftest import MockKafka
 from flowrun import ROOT, flow_env
 
+from commands.demo_table import demo_securities
 from dataflows.flow import decoder, demo_source
 from dataflows.settings import Settings, load_settings
 from operators.records import Event, Kind, RawRecord
-from reference.demo_table import demo_securities
 from sources.demo import build_plan
 
 DEMO = {"demo_events": 20_000, "demo_references": 1_000}
@@ -40,7 +40,9 @@ def readme_commands(section: str) -> str:
 
 
 def run_commands(commands: str, kafka: MockKafka, work: Path) -> None:
-    script = commands.replace(".venv/bin/python", shlex.quote(sys.executable)).replace(
+    python = shlex.quote(sys.executable)
+    programs = {".venv/bin/python": python, ".venv/bin/enrich": f"{python} -m commands"}
+    script = re.sub(r"\.venv/bin/(python|enrich)", lambda m: programs[m[0]], commands).replace(
         "localhost:9092", kafka.bootstrap
     )
     done = subprocess.run(

@@ -401,7 +401,7 @@ def test_unreadable_stores_get_a_message_and_exit_2(
     make(directory)
     code, out, err = run_main(capsys, directory)
     assert code == 2 and out == ""
-    assert err.startswith("enrich-recovery: ") and message in err
+    assert err.startswith("enrich recovery: ") and message in err
     assert "Traceback" not in err
 
 

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from dataflows import environment
-from dataflows.settings import Settings, SettingsError, check_dataflow, load_settings
+from config import environment
+from config.base import SettingsError
+from dataflows.settings import Settings, check_dataflow, load_settings
 from operators.identifiers import MAX_LENGTH, check_identifier, check_qualified, is_identifier
 from reference.settings import PublisherSettings, ReferenceTableSettings
 
@@ -408,11 +409,12 @@ def test_the_known_variables_are_derived_from_every_settings_class() -> None:
 
 def test_a_settings_class_added_anywhere_in_the_project_is_known() -> None:
     """Importing every module of the project finds no ENRICH_ settings class that
-    `dataflows.environment.SETTINGS_MODULES` would miss."""
+    `config.environment.SETTINGS_MODULES` would miss."""
     root = Path(__file__).resolve().parent.parent
-    for package in ("dataflows", "operators", "reference", "sinks", "sources", "telemetry"):
+    packages = ("config", "operators", "sources", "sinks", "telemetry", "reference", "dataflows")
+    for package in (*packages, "commands"):
         for module in pkgutil.walk_packages([str(root / package)], prefix=f"{package}."):
-            if module.name != "dataflows.enrich":  # builds the flow at import
+            if not module.name.endswith(".__main__"):  # runs the command
                 importlib.import_module(module.name)
     for cls in environment.settings_classes():
         if cls.__module__.split(".")[0] != "tests":
@@ -516,9 +518,9 @@ def test_the_demo_source_into_oracle_is_refused_unless_asked(
 PROGRAMS = {
     "dataflow": ["-m", "bytewax.run", "dataflows.enrich"],
     "publisher": ["-m", "reference.publish", "--once"],
-    "demo_table": ["-m", "reference.demo_table"],
-    "demo_to_kafka": ["-m", "sources.demo_to_kafka"],
-    "create_tables": ["-m", "sinks.create_tables", "--print"],
+    "demo_table": ["-m", "commands.demo_table"],
+    "demo_to_kafka": ["-m", "commands.demo_to_kafka"],
+    "create_tables": ["-m", "commands.create_tables", "--print"],
 }
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from config.base import SettingsError
 from dataflows import database
 from dataflows.flow import main_sink
-from dataflows.settings import SettingsError, load_settings
+from dataflows.settings import load_settings
 from sinks.oracle import OracleDialect
 from sinks.retry import RetryPolicy
 from sinks.sqlite import SqliteDialect

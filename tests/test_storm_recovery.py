@@ -26,7 +26,7 @@ from test_recovery_scaleout import (
     read_table,
 )
 
-from dataflows.settings import DEMO_LOOKUPS, Lookup
+from config.lookups import DEMO_LOOKUPS, Lookup
 
 NO_ROW = [{"field": "sector", "op": "==", "value": "no such sector"}]
 FEED_DOWN = [

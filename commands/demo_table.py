@@ -1,4 +1,4 @@
-"""`python -m reference.demo_table`: the demo's reference tables as SQLite tables.
+"""`enrich demo-table`: the demo's reference tables as SQLite tables.
 
 So the publisher can be tried without Oracle, and its topics feed the
 dataflow's default lookups: `securities` (with the `exchange_id` the second
@@ -9,12 +9,13 @@ demo. The securities table's name, key column and change column are the
 publisher's settings; the exchanges table is `exchanges`, keyed by
 `exchange_id`, with the same change column. The change column holds the
 version the demo's stream gave the row, so a record the publisher sends and
-the demo's own (`sources.demo_to_kafka`) carry the same version, and neither
+the demo's own (`enrich demo-to-kafka`) carry the same version, and neither
 shadows the other in the topic whichever is produced first.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections.abc import Iterable, Sequence
@@ -22,8 +23,10 @@ from contextlib import closing
 from sqlite3 import Connection
 from typing import NamedTuple
 
+from config.base import exit_on_bad_settings
+from config.lookups import DEMO_LOOKUPS
 from dataflows.flow import demo_source
-from dataflows.settings import DEMO_LOOKUPS, Settings, exit_on_bad_settings, load_settings
+from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord
 from reference.query import quote
 from reference.settings import ReferenceTableSettings
@@ -81,7 +84,7 @@ def demo_exchanges(settings: Settings) -> dict[str, DemoRow]:
     """The exchanges, read from the demo source's own exchanges partition."""
     source = DemoSource(demo_source(settings).cfg, {"securities": "security", "exchanges": "x"})
     partition = source.build_part("demo_table", EXCHANGES_PART, None)
-    records = []
+    records: list[tuple[bytes | None, bytes | None]] = []
     while True:
         try:
             batch = partition.next_batch()
@@ -134,7 +137,12 @@ def write_tables(
         )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    argparse.ArgumentParser(
+        prog="enrich demo-table",
+        description="Write the demo's securities and exchanges to the SQLite reference tables "
+        "the publisher reads (ENRICH_PUBLISH_SQLITE_PATH).",
+    ).parse_args(argv)
     with exit_on_bad_settings():
         demo = load_settings(Settings)
         table = load_settings(ReferenceTableSettings)

@@ -1,7 +1,7 @@
 """Create the sink's tables from the dataflow's own `ENRICH_*` settings.
 
-    python -m sinks.create_tables            # or: enrich-create-tables
-    python -m sinks.create_tables --print    # the DDL, for a DBA; connects to nothing
+    enrich create-tables            # or: python -m commands create-tables
+    enrich create-tables --print    # the DDL, for a DBA; connects to nothing
 
 Creates the enriched table (primary key event_id, index on lookup_id) and the
 dead-letter table (primary key origin) in ENRICH_DATABASE, leaving tables
@@ -15,9 +15,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from config.base import exit_on_bad_settings
 from dataflows import database
 from dataflows.flow import table
-from dataflows.settings import exit_on_bad_settings, load_settings
+from dataflows.settings import load_settings
 from sinks.schema import create_tables, ddl
 
 _NO_CREDENTIALS = {"oracle_user": "-", "oracle_password": "-", "oracle_dsn": "-"}
@@ -26,7 +27,7 @@ _NO_CREDENTIALS = {"oracle_user": "-", "oracle_password": "-", "oracle_dsn": "-"
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="enrich-create-tables",
+        prog="enrich create-tables",
         description="Create the enriched and dead-letter tables from ENRICH_* settings.",
     )
     parser.add_argument(
@@ -48,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         create_tables(dialect, *tables)
     except Exception as exc:
-        print(f"enrich-create-tables: {exc}", file=sys.stderr)
+        print(f"enrich create-tables: {exc}", file=sys.stderr)
         return 1
     names = ", ".join(t.name for t in tables)
     print(f"tables in place in the {settings.database} database: {names}")

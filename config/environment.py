@@ -19,13 +19,19 @@ from pathlib import Path
 from dotenv import dotenv_values
 from pydantic_settings import BaseSettings
 
-from dataflows.settings import ENV_PREFIX, SettingsError
+from config.base import ENV_PREFIX, SettingsError
 from operators.identifiers import nearest
 
 ENV_FILE = f"{ENV_PREFIX}ENV_FILE"
 """Read by `load_settings` itself: the optional dotenv file."""
 
-SETTINGS_MODULES = ("dataflows.settings", "reference.settings")
+SETTINGS_MODULES = (
+    "config.base",
+    "config.connections",
+    "config.lookups",
+    "dataflows.settings",
+    "reference.settings",
+)
 """Every module that defines settings of a program of the project."""
 
 _SERVICE_LINK = re.compile(

@@ -1,0 +1,127 @@
+"""The lookup chain: which reference rows join on which event field, shared by every program."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from config.base import EnrichSettings, check_topic
+from operators.enrichment import JoinType, MissPolicy
+from operators.filters import Condition, check_fields
+from operators.identifiers import check_identifier
+from operators.records import FieldType
+
+__all__ = [
+    "DEMO_LOOKUPS",
+    "JoinType",
+    "Lookup",
+    "LookupSettings",
+    "MissPolicy",
+    "check_columns",
+]
+
+
+def check_columns(names: dict[str, Any]) -> dict[str, Any]:
+    """The names, each checked as a column name."""
+    for name in names:
+        check_identifier(name, "column name")
+    return names
+
+
+class Lookup(BaseModel):
+    """One stage of the enrichment chain: which reference rows join on which event field.
+
+    `key_field` may be a column an earlier lookup added (with that lookup's
+    prefix). Only `columns` are kept from a reference row, so nothing else is
+    ever held in state. A row that fails `filter` acts as a delete. Join type,
+    miss policy and timeout fall back to the dataflow-wide settings when unset.
+    The reference rows come from `file` if set, else from `topic` (Kafka
+    source) or `demo_table` (demo source).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    key_field: str
+    columns: dict[str, FieldType]
+    prefix: str = ""
+    version_field: str = "version"
+    filter: list[Condition] = []
+    join_type: JoinType | None = None
+    miss_policy: MissPolicy | None = None
+    miss_timeout_seconds: float | None = Field(None, gt=0)
+    miss_defaults: dict[str, Any] = {}
+    topic: str | None = None
+    file: Path | None = None
+    demo_table: Literal["securities", "exchanges"] | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        return check_identifier(value, "lookup name")
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise ValueError("at least one column is needed")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _topic_is_legal(cls, value: str | None) -> str | None:
+        return check_topic(value)
+
+    @model_validator(mode="after")
+    def _defaults_are_columns(self) -> Lookup:
+        check_columns(dict.fromkeys(self.stored_columns()))
+        check_fields(
+            self.filter,
+            {*self.columns, self.version_field},
+            f"columns and version_field of lookup {self.name!r}",
+            "To filter on another field of the rows, add it to the columns.",
+        )
+        unknown = set(self.miss_defaults) - set(self.columns)
+        if unknown:
+            raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
+        return self
+
+    def stored_columns(self) -> dict[str, FieldType]:
+        """The columns as the event and the table get them: prefixed, in row order."""
+        return {f"{self.prefix}{name}": kind for name, kind in self.columns.items()}
+
+    def defaults_row(self) -> tuple[Any, ...]:
+        """The reference values a miss gets under the `defaults` policy."""
+        return tuple(self.miss_defaults.get(name) for name in self.columns)
+
+
+DEMO_LOOKUPS = [
+    Lookup(
+        name="security",
+        key_field="security_id",
+        columns={"cusip": "str", "name": "str", "sector": "str", "exchange_id": "str"},
+        topic="reference",
+        demo_table="securities",
+    ),
+    Lookup(
+        name="exchange",
+        key_field="exchange_id",
+        columns={"name": "str", "country": "str"},
+        prefix="exchange_",
+        topic="exchanges",
+        demo_table="exchanges",
+    ),
+]
+"""Quotes get their security, then the security's exchange: the demo's two-stage chain."""
+
+
+class LookupSettings(EnrichSettings):
+    """`ENRICH_LOOKUPS`: the chain the dataflow joins, and where the publisher writes each table."""
+
+    lookups: list[Lookup] = DEMO_LOOKUPS
+
+    def named(self, name: str) -> Lookup | None:
+        """The lookup called `name`, if there is one."""
+        return next((lookup for lookup in self.lookups if lookup.name == name), None)

@@ -1,0 +1,112 @@
+"""The batch functions the dataflow's steps run between decoding, the lookups and the sink.
+
+Each takes a batch and returns a mix of routed groups (`(destination, records)`,
+a plain tuple) and dead letters; `is_routed` tells them apart, so a stream is
+split without a closure in the wiring. Metrics are recorded through a callback
+handed in, so the functions stay pure and are tested without Bytewax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from operators import routing
+from operators.chain import Stage, advance, finish
+from operators.decode import DecodedBatch, Decoder, decode_batch
+from operators.records import CaughtUp, DeadLetter, Enriched, Event, RawRecord, RefUpdate
+
+Routed = tuple[str, list[Any]]
+"""A group of records for one destination: a shard of a lookup, or a sink partition."""
+Lookups = list[tuple[str, list[Any]]]
+"""What a lookup's stateful step emits: (shard, its outputs) per shard of the batch."""
+
+
+def is_routed(item: object) -> TypeGuard[Routed]:
+    """A routed group, not a dead letter (a NamedTuple, so never exactly `tuple`)."""
+    return type(item) is tuple
+
+
+def for_lookup(name: str, item: tuple[str, Routed]) -> Routed | None:
+    """The shard group of `item` when it is addressed to lookup `name`."""
+    return item[1] if item[0] == name else None
+
+
+@dataclass(frozen=True)
+class DecodeAndRoute:
+    """Decode a source batch and group each lookup's records by its shard.
+
+    Caught-up markers go to every shard of their lookup; invalid records come
+    out as dead letters. `on_decoded` gets each decoded batch and the source
+    batch's size (for the metrics).
+    """
+
+    decoder: Decoder
+    lookups: Sequence[str]
+    shard_names: Sequence[str]
+    on_decoded: Callable[[DecodedBatch, int], None] = lambda decoded, size: None
+
+    def __call__(self, batch: list[RawRecord | CaughtUp]) -> list[tuple[str, Routed] | DeadLetter]:
+        decoded = decode_batch(self.decoder, self.lookups[0], batch)
+        self.on_decoded(decoded, len(batch))
+        routed: list[tuple[str, Routed] | DeadLetter] = []
+        for name in self.lookups:
+            items = decoded.good.get(name, ())
+            markers = [mark for mark in decoded.caught_up if mark.lookup == name]
+            if items or markers:
+                groups = routing.by_shard(items, self.shard_names, markers)
+                routed.extend((name, group) for group in groups)
+        return [*routed, *decoded.bad]
+
+
+@dataclass(frozen=True)
+class HandOn:
+    """A lookup's outputs to the next lookup: enriched events re-keyed by `next_key`, by shard.
+
+    A dead letter of the lookup goes on as it is.
+    """
+
+    stage: Stage
+    next_key: str
+    shard_names: Sequence[str]
+
+    def __call__(self, batch: Lookups) -> list[Routed | DeadLetter]:
+        events: list[Event | RefUpdate] = []
+        dead: list[DeadLetter] = []
+        for _, outputs in batch:
+            for rec in outputs:
+                if type(rec) is Enriched:
+                    events.append(advance(rec, self.stage, self.next_key))
+                else:
+                    dead.append(rec)
+        return [*routing.by_shard(events, self.shard_names), *dead]
+
+
+@dataclass(frozen=True)
+class ToSink:
+    """The last lookup's outputs as finished records grouped by sink partition, and dead letters."""
+
+    last: Stage
+    earlier: tuple[str, ...]
+    """The columns every earlier lookup added to the event, in chain order."""
+    lookup_field: str
+    partition_names: Sequence[str]
+
+    def __call__(self, batch: Lookups) -> list[Routed | DeadLetter]:
+        finished = (
+            [
+                finish(rec, self.last, self.earlier, self.lookup_field)
+                if type(rec) is Enriched
+                else rec
+                for rec in outputs
+            ]
+            for _, outputs in batch
+        )
+        groups, dead = routing.by_partition(finished, self.partition_names)
+        return [*groups, *dead]
+
+
+def enriched_of(batch: list[Routed]) -> list[Enriched]:
+    """The enriched records of a batch of sink groups, in order."""
+    return [rec for _, out in batch for rec in out if type(rec) is Enriched]

@@ -1,0 +1,44 @@
+"""The SQL both dialects build alike: the bound and stamped columns, the tables and indexes.
+
+Each dialect keeps only what differs (its types, its upsert statement); names
+are quoted by `operators.identifiers.quote`, the one quoting of the product.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from operators.identifiers import Database, quote
+from sinks.table import ColumnType, Table, index_name
+
+
+def bound_columns(table: Table) -> list[str]:
+    """The columns a row's values bind to, in schema order: all but the stamped ones."""
+    return [column.name for column in table.schema() if column.type != "timestamp"]
+
+
+def stamped_columns(table: Table) -> list[str]:
+    """The columns the database stamps with the time of the write."""
+    return [column.name for column in table.schema() if column.type == "timestamp"]
+
+
+def create_statements(
+    table: Table, database: Database, types: Mapping[ColumnType, str], if_not_exists: bool
+) -> list[str]:
+    """CREATE TABLE with the key and NOT NULLs, then one CREATE INDEX per indexed column."""
+    exists = " IF NOT EXISTS" if if_not_exists else ""
+    name = quote(table.name, database)
+    columns = ", ".join(
+        f"{quote(column.name, database)} {types[column.type]}"
+        + (" PRIMARY KEY" if column.name == table.key else "")
+        + ("" if column.nullable else " NOT NULL")
+        for column in table.schema()
+    )
+    return [
+        f"CREATE TABLE{exists} {name} ({columns})",
+        *(
+            f"CREATE INDEX{exists} {quote(index_name(table.name, column), database)} "
+            f"ON {name} ({quote(column, database)})"
+            for column in table.indexed()
+        ),
+    ]

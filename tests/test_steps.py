@@ -1,0 +1,124 @@
+"""The dataflow's batch functions, without Bytewax: routing, handing on, finishing, splitting."""
+
+from __future__ import annotations
+
+import json
+from zlib import crc32
+
+from operators import routing, steps
+from operators.chain import Stage
+from operators.decode import DecodedBatch, Decoder, ReferenceSchema
+from operators.records import (
+    CaughtUp,
+    DeadLetter,
+    Enriched,
+    Event,
+    Kind,
+    RawRecord,
+    RefUpdate,
+    Status,
+)
+
+SHARDS = routing.names(4)
+DECODER = Decoder(
+    lookup_field="security_id",
+    event_id_field="event_id",
+    event_time_field="ts",
+    event_fields={"price": "float"},
+    references={
+        "security": ReferenceSchema({"exchange_id": "str"}, "version"),
+        "exchange": ReferenceSchema({"country": "str"}, "version"),
+    },
+    max_record_bytes=1_000,
+)
+SECURITY = Stage("security", ("exchange_id",))
+EXCHANGE = Stage("exchange", ("exchange_country",))
+
+
+def raw_event(event_id: str, security_id: str) -> RawRecord:
+    body = {"event_id": event_id, "security_id": security_id, "price": 1.0}
+    return RawRecord(Kind.EVENT, None, json.dumps(body).encode(), f"events/0/{event_id}")
+
+
+def raw_reference(lookup: str, key: str, body: object) -> RawRecord:
+    value = json.dumps(body).encode()
+    return RawRecord(Kind.REFERENCE, key.encode(), value, f"{lookup}/0/1", lookup=lookup)
+
+
+def shard_of(key: str) -> str:
+    return SHARDS[crc32(key.encode()) % len(SHARDS)]
+
+
+def enriched(event_id: str, security_id: str, row: tuple[object, ...] | None) -> Enriched:
+    fields = {"event_id": event_id, "security_id": security_id}
+    event = Event(event_id, security_id, None, fields, f"events/0/{event_id}")
+    status = Status.ENRICHED if row is not None else Status.LOOKUP_MISS
+    return Enriched(event, row, 1 if row else None, status, None, 0.0)
+
+
+LETTER = DeadLetter("invalid_json", "x", b"{", None, "events/0/9")
+
+
+def test_is_routed_tells_a_group_from_a_dead_letter() -> None:
+    assert steps.is_routed(("01", []))
+    assert not steps.is_routed(LETTER)
+
+
+def test_for_lookup_keeps_only_the_groups_addressed_to_it() -> None:
+    group = ("01", [1])
+    assert steps.for_lookup("security", ("security", group)) == group
+    assert steps.for_lookup("exchange", ("security", group)) is None
+
+
+def test_decode_and_route_groups_each_lookup_by_shard_and_ends_with_dead_letters() -> None:
+    seen: list[tuple[DecodedBatch, int]] = []
+    route = steps.DecodeAndRoute(
+        DECODER, ["security", "exchange"], SHARDS, lambda d, n: seen.append((d, n))
+    )
+    marker = CaughtUp("exchange/0", 3, "exchange")
+    batch = [
+        raw_event("e1", "S1"),
+        RawRecord(Kind.EVENT, None, b"{", "events/0/2"),
+        raw_reference("exchange", "X1", {"country": "UK", "version": 1}),
+        marker,
+    ]
+    out = route(batch)
+    routed = [item for item in out if steps.is_routed(item)]
+    assert [item for item in out if not steps.is_routed(item)] == [out[-1]]
+    assert isinstance(out[-1], DeadLetter)
+    security = [group for name, group in routed if name == "security"]
+    assert [(shard, [e.event_id for e in items]) for shard, items in security] == [
+        (shard_of("S1"), ["e1"])
+    ]
+    exchange = dict(group for name, group in routed if name == "exchange")
+    assert set(exchange) == set(SHARDS)  # the marker goes to every shard
+    assert exchange[shard_of("X1")][0] == RefUpdate("X1", ("UK",), 1, "exchange/0/1")
+    assert all(items[-1] == marker for items in exchange.values())
+    assert len(seen) == 1 and seen[0][1] == 4 and seen[0][0].events == 2
+
+
+def test_hand_on_rekeys_enriched_events_by_the_next_field_and_passes_dead_letters() -> None:
+    hand_on = steps.HandOn(SECURITY, "exchange_id", SHARDS)
+    out = hand_on([("00", [enriched("e1", "S1", ("XLON",)), LETTER])])
+    assert out[-1] == LETTER
+    [(shard, [event])] = [item for item in out if steps.is_routed(item)]
+    assert shard == shard_of("XLON")
+    assert event.lookup_id == "XLON" and event.fields["exchange_id"] == "XLON"
+    assert [stage.lookup for stage in event.stages] == ["security"]
+
+
+def test_to_sink_finishes_records_by_partition_and_keeps_dead_letters_apart() -> None:
+    partitions = routing.names(2)
+    to_sink = steps.ToSink(EXCHANGE, (), "security_id", partitions)
+    out = to_sink([("00", [enriched("e1", "S1", ("UK",)), LETTER])])
+    assert out[-1] == LETTER
+    groups = [item for item in out if steps.is_routed(item)]
+    assert [rec.event.event_id for _, recs in groups for rec in recs] == ["e1"]
+    assert groups[0][0] == partitions[crc32(b"e1") % 2]
+    [[record]] = [recs for _, recs in groups]
+    assert [stage.lookup for stage in record.event.stages] == ["exchange"]
+
+
+def test_enriched_of_reads_only_records() -> None:
+    record = enriched("e1", "S1", ("UK",))
+    assert steps.enriched_of([("0", [record]), ("1", [])]) == [record]
