@@ -48,7 +48,7 @@ from config.lookups import Lookup  # noqa: E402
 from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa: E402
 from dataflows.settings import Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
-from operators.records import Enriched, Kind, RawRecord  # noqa: E402
+from operators.records import Joined, Kind, RawRecord  # noqa: E402
 
 SECURITIES = Lookup(
     name="security",
@@ -274,16 +274,14 @@ def bench_throughput(events: int, rows: int, runs: int = 2) -> list[str]:
     return lines
 
 
-class _Metered(StatefulSinkPartition[list[Enriched], None]):
+class _Metered(StatefulSinkPartition[list[Joined], None]):
     """The real partition; after each commit, counts its rows and their latencies."""
 
-    def __init__(
-        self, inner: StatefulSinkPartition[list[Enriched], None], out: Path | None
-    ) -> None:
+    def __init__(self, inner: StatefulSinkPartition[list[Joined], None], out: Path | None) -> None:
         self._inner = inner
         self._out = None if out is None else out.open("a")
 
-    def write_batch(self, values: list[list[Enriched]]) -> None:
+    def write_batch(self, values: list[list[Joined]]) -> None:
         self._inner.write_batch(values)
         Meter.add(sum(len(group) for group in values))
         if self._out is not None:
@@ -300,11 +298,11 @@ class _Metered(StatefulSinkPartition[list[Enriched], None]):
             self._out.close()
 
 
-class MeteredSink(FixedPartitionedSink[list[Enriched], None]):
+class MeteredSink(FixedPartitionedSink[list[Joined], None]):
     """Wraps the database sink; with `out`, writes each row's event-to-commit seconds."""
 
     def __init__(
-        self, inner: FixedPartitionedSink[list[Enriched], None], out: Path | None = None
+        self, inner: FixedPartitionedSink[list[Joined], None], out: Path | None = None
     ) -> None:
         self._inner = inner
         self._out = out

@@ -42,7 +42,7 @@ from bench.bench_enrich import ListSource, machine  # noqa: E402
 from dataflows.flow import table  # noqa: E402
 from dataflows.settings import load_settings  # noqa: E402
 from operators import routing  # noqa: E402
-from operators.records import Enriched, Event, FieldType, Status  # noqa: E402
+from operators.records import Event, FieldType, Joined, Status  # noqa: E402
 from sinks.schema import create_tables  # noqa: E402
 from sinks.sqlite import SqliteDialect, upsert_sql  # noqa: E402
 from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink  # noqa: E402
@@ -50,7 +50,7 @@ from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink  # noqa: E402
 TABLE = table(load_settings())
 INPUT_BATCH = 1_000
 """Records per input batch, as the demo source delivers them."""
-Batches = list[list[tuple[str, list[Enriched]]]]
+Batches = list[list[tuple[str, list[Joined]]]]
 """Input batches, each a list of (sink partition, records), as the route step emits them."""
 SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
 
@@ -63,7 +63,7 @@ def _value(kind: FieldType, i: int) -> Any:
     return {"int": i % 10_000, "float": 100.0 + i % 97}[kind]
 
 
-def records(count: int) -> list[Enriched]:
+def records(count: int) -> list[Joined]:
     """Enriched quotes shaped like the demo's, with a value for each of `TABLE`'s columns.
 
     The row is built from the table the settings describe (by default the
@@ -76,11 +76,11 @@ def records(count: int) -> list[Enriched]:
         fields |= {name: _value(kind, i) for name, kind in TABLE.event_columns}
         event = Event(f"Q{i:08d}", lookup_id, 1.7e9 + i, fields, f"bench/event/0/{i}")
         row = (*(_value(kind, i) for _, kind in TABLE.reference_columns), 1)
-        out.append(Enriched(event, row, 1, Status.ENRICHED, None, 0.0))
+        out.append(Joined(event, row, 1, Status.ENRICHED, None, 0.0))
     return out
 
 
-def routed(recs: list[Enriched], partitions: int) -> Batches:
+def routed(recs: list[Joined], partitions: int) -> Batches:
     """The records in input batches, each grouped by sink partition."""
     names = routing.names(partitions)
     return [
@@ -123,7 +123,7 @@ def through_dataflow(batches: Batches, partitions: int, batch_size: int) -> Call
 
 
 def through_threads(batches: Batches, partitions: int, batch_size: int) -> Callable[[Path], None]:
-    per_part: dict[str, list[list[Enriched]]] = {}
+    per_part: dict[str, list[list[Joined]]] = {}
     for batch in batches:
         for name, group in batch:
             per_part.setdefault(name, []).append(group)
@@ -146,7 +146,7 @@ def through_threads(batches: Batches, partitions: int, batch_size: int) -> Calla
     return run
 
 
-def plain_executemany(recs: list[Enriched], batch_size: int) -> Callable[[Path], None]:
+def plain_executemany(recs: list[Joined], batch_size: int) -> Callable[[Path], None]:
     def run(db: Path) -> None:
         sql = upsert_sql(TABLE)
         with closing(SqliteDialect(db).connect()) as conn:

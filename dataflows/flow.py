@@ -204,6 +204,38 @@ def _stages(settings: Settings) -> list[Stage]:
     return [Stage(lookup.name, tuple(lookup.stored_columns())) for lookup in settings.lookups]
 
 
+def enrich_chain(
+    settings: Settings, decoded: Stream[Any], stages: list[Stage]
+) -> tuple[Stream[Any], list[Stream[Any]]]:
+    """One stateful step per lookup, each keyed by a shard of its own key; between two
+    of them, `HandOn` hands each joined event on under the next key.
+
+    Returns the last lookup's outputs and the dead letters handing on produced.
+    """
+    lookups = settings.lookups
+    shard_names = routing.names(settings.shards)
+    dead: list[Stream[Any]] = []
+    handed_on: Stream[Any] | None = None
+    for index, lookup in enumerate(lookups):
+        name = lookup.name
+        updates = op.filter_map(f"updates_{name}", decoded, partial(steps.for_lookup, name))
+        into = updates if handed_on is None else op.merge(f"into_{name}", updates, handed_on)
+        outputs = op.stateful_batch(
+            f"enrich_{name}",
+            into,
+            builder(enrich_config(settings, lookup), time.time, partial(record_tally, name)),
+        )
+        if index + 1 == len(lookups):
+            return outputs, dead
+        hand_on = steps.HandOn(stages[index], lookups[index + 1].key_field, shard_names)
+        split = op.branch(
+            f"split_{name}", op.flat_map_batch(f"hand_on_{name}", outputs, hand_on), steps.is_routed
+        )
+        handed_on = split.trues
+        dead.append(split.falses)
+    raise AssertionError("settings guarantee at least one lookup")
+
+
 def build_flow(
     settings: Settings,
     inputs: Mapping[str, Source[Any]] | None = None,
@@ -214,17 +246,17 @@ def build_flow(
     """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else.
 
     `recovery` says whether the run has a recovery store (None: unknown), so
-    that a failure's message says truly what a restart will do.
-
-    One stateful step per lookup, each keyed by a shard of its own key; between
-    two of them, `HandOn` hands each event on under the next key.
+    that a failure's message says truly what a restart will do. Steps, in order:
+    read every input, decode and route by shard, the lookup chain, route to the
+    sink's partitions, write; dead letters from every step go to one output.
     """
-    shard_names = routing.names(settings.shards)
-    lookups = settings.lookups
     stages = _stages(settings)
     earlier = tuple(column for stage in stages[:-1] for column in stage.columns)
     route = steps.DecodeAndRoute(
-        decoder(settings), [lookup.name for lookup in lookups], shard_names, record_decoded
+        decoder(settings),
+        [lookup.name for lookup in settings.lookups],
+        routing.names(settings.shards),
+        record_decoded,
     )
     to_sink = steps.ToSink(
         stages[-1], earlier, settings.lookup_field, routing.names(settings.sink_partitions)
@@ -234,29 +266,12 @@ def build_flow(
     streams = [op.input(name, flow, src) for name, src in (inputs or sources(settings)).items()]
     raw = streams[0] if len(streams) == 1 else op.merge("raw", *streams)
     checked = op.branch("split_invalid", op.flat_map_batch("decode", raw, route), steps.is_routed)
-    dead_streams: list[Stream[Any]] = [checked.falses]
-    handed_on: Stream[Any] | None = None
-    for index, lookup in enumerate(lookups):
-        name = lookup.name
-        updates = op.filter_map(f"updates_{name}", checked.trues, partial(steps.for_lookup, name))
-        into = updates if handed_on is None else op.merge(f"into_{name}", updates, handed_on)
-        outputs = op.stateful_batch(
-            f"enrich_{name}",
-            into,
-            builder(enrich_config(settings, lookup), time.time, partial(record_tally, name)),
-        )
-        if index + 1 == len(lookups):
-            break
-        hand_on = steps.HandOn(stages[index], lookups[index + 1].key_field, shard_names)
-        handed = op.flat_map_batch(f"hand_on_{name}", outputs, hand_on)
-        split = op.branch(f"split_{name}", handed, steps.is_routed)
-        handed_on = split.trues
-        dead_streams.append(split.falses)
+    joined, chain_dead = enrich_chain(settings, checked.trues, stages)
     routed = op.branch(
-        "split_dead_letters", op.flat_map_batch("route", outputs, to_sink), steps.is_routed
+        "split_dead_letters", op.flat_map_batch("route", joined, to_sink), steps.is_routed
     )
     op.output("sink", routed.trues, sink or main_sink(settings, recovery))
-    dead = op.merge("dead_letters", *dead_streams, routed.falses)
+    dead = op.merge("dead_letters", checked.falses, *chain_dead, routed.falses)
     write_dead_letters(settings, op.map("count_dead_letters", dead, counted), dead_letter_sink)
     write_enriched_topic(settings, routed.trues)
     return flow

@@ -1,7 +1,7 @@
 """Between the lookups of a chain: hand an event on, then fold every outcome into one record.
 
 Each lookup is its own stateful step keyed by its own key, so an event
-leaves one lookup as `Enriched` and enters the next as an `Event` that
+leaves one lookup as `Joined` and enters the next as an `Event` that
 carries the columns the previous lookups added (the next key may be one of
 them) and their outcomes. After the last lookup the outcomes become the one
 record the sinks write.
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from operators.records import Enriched, Event, MissReason, Outcome, Status
+from operators.records import Event, Joined, MissReason, Outcome, Status
 
 _LOOKUP_ID_TYPES = (str, int)
 
@@ -25,17 +25,17 @@ class Stage:
     columns: tuple[str, ...]
 
 
-def _outcome(stage: Stage, rec: Enriched) -> Outcome:
+def _outcome(stage: Stage, rec: Joined) -> Outcome:
     return Outcome(stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version)
 
 
-def _values(stage: Stage, rec: Enriched) -> Iterable[object]:
+def _values(stage: Stage, rec: Joined) -> Iterable[object]:
     """The row's values for the stage's columns; all None when the row is missing."""
     row = rec.row
     return (None,) * len(stage.columns) if row is None else row[: len(stage.columns)]
 
 
-def advance(rec: Enriched, stage: Stage, next_key: str) -> Event:
+def advance(rec: Joined, stage: Stage, next_key: str) -> Event:
     """The event as the next lookup sees it, keyed by `next_key`.
 
     A key that is missing, empty or not text or a whole number gives an empty
@@ -67,7 +67,7 @@ def overall(stages: Sequence[Outcome]) -> tuple[Status, MissReason | None]:
     return Status.ENRICHED, None
 
 
-def finish(rec: Enriched, last: Stage, earlier: tuple[str, ...], lookup_field: str) -> Enriched:
+def finish(rec: Joined, last: Stage, earlier: tuple[str, ...], lookup_field: str) -> Joined:
     """The chain's record: every lookup's values in chain order, and every outcome.
 
     `earlier` names the columns earlier lookups added to the event. The
@@ -85,4 +85,4 @@ def finish(rec: Enriched, last: Stage, earlier: tuple[str, ...], lookup_field: s
     row = (*(fields.get(name) for name in earlier), *_values(last, rec), version)
     status, reason = overall(stages)
     waited_ms = sum(outcome.waited_ms for outcome in stages)
-    return Enriched(done, row, version, status, reason, waited_ms)
+    return Joined(done, row, version, status, reason, waited_ms)

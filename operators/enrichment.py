@@ -37,8 +37,8 @@ from operators import waiting as compact
 from operators.records import (
     CaughtUp,
     DeadLetter,
-    Enriched,
     Event,
+    Joined,
     MissReason,
     RefUpdate,
     Status,
@@ -47,7 +47,7 @@ from operators.records import (
 _new = tuple.__new__
 MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 JoinType = Literal["left", "inner"]
-Output = Enriched | DeadLetter
+Output = Joined | DeadLetter
 Item = Event | RefUpdate | CaughtUp
 HELD = math.inf
 """The deadline of a held event: it has not been looked up, so no timeout runs yet."""
@@ -154,7 +154,7 @@ class ShardEnricher:
                 if row is None:
                     self._wait(item, now, out)
                 else:
-                    emit(_new(Enriched, (item, row, row[-1], enriched, None, 0.0)))
+                    emit(_new(Joined, (item, row, row[-1], enriched, None, 0.0)))
                     hits += 1
             elif type(item) is RefUpdate:
                 self._apply(item, now, out)
@@ -261,7 +261,7 @@ class ShardEnricher:
                 self._wait(event, now, out, waiting.arrived)
             else:
                 waited_ms = (now - waiting.arrived) * 1000.0
-                out.append(Enriched(event, row, row[-1], Status.ENRICHED, None, waited_ms))
+                out.append(Joined(event, row, row[-1], Status.ENRICHED, None, waited_ms))
                 self.tally.hits += 1
 
     def _is_live(self, blob: bytes, lookup_id: str | None = None) -> bool:
@@ -357,7 +357,7 @@ class ShardEnricher:
             waiting = decoded(blob)
             self.pending_bytes -= compact.size(blob)
             waited_ms = (now - waiting.arrived) * 1000.0
-            out.append(Enriched(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
+            out.append(Joined(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
             self.tally.late_waits_ms.append(waited_ms)
         self.tally.late += len(queue)
         self.pending_count -= len(queue)
@@ -383,7 +383,7 @@ class ShardEnricher:
             return
         row = self._defaults_row if config.miss_policy == "defaults" else None
         waited_ms = (now - waiting.arrived) * 1000.0
-        out.append(Enriched(event, row, None, Status.LOOKUP_MISS, reason, waited_ms))
+        out.append(Joined(event, row, None, Status.LOOKUP_MISS, reason, waited_ms))
 
 
 def decoded(blob: bytes, loads: compact.Loads = compact.pickle.loads) -> Pending:

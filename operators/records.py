@@ -117,8 +117,13 @@ class Outcome(NamedTuple):
     version: Version | None
 
 
-class Enriched(NamedTuple):
-    """An event with the reference row it was joined with (None on a miss)."""
+class Joined(NamedTuple):
+    """An event after a lookup: the reference row it was joined with and its status.
+
+    Not "enriched": a miss is one too, with no row (or the defaults row) and its
+    miss reason, so every event leaves a lookup as exactly one `Joined` or a
+    dead letter.
+    """
 
     event: Event
     row: tuple[Any, ...] | None

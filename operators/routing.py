@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from zlib import crc32
 
-from operators.records import CaughtUp, DeadLetter, Enriched, Event, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, Joined, RefUpdate
 
 
 def names(count: int) -> list[str]:
@@ -47,11 +47,11 @@ def by_shard(
 
 
 def by_partition(
-    outputs: Iterable[Iterable[Enriched | DeadLetter]], partition_names: Sequence[str]
-) -> tuple[list[tuple[str, list[Enriched]]], list[DeadLetter]]:
+    outputs: Iterable[Iterable[Joined | DeadLetter]], partition_names: Sequence[str]
+) -> tuple[list[tuple[str, list[Joined]]], list[DeadLetter]]:
     """Group enriched records by sink partition of their event id."""
     count = len(partition_names)
-    groups: dict[str, list[Enriched]] = {}
+    groups: dict[str, list[Joined]] = {}
     dead: list[DeadLetter] = []
     for batch in outputs:
         for record in batch:

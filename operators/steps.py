@@ -15,7 +15,7 @@ from typing import Any, TypeGuard
 from operators import routing
 from operators.chain import Stage, advance, finish
 from operators.decode import DecodedBatch, Decoder, decode_batch
-from operators.records import CaughtUp, DeadLetter, Enriched, Event, RawRecord, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, Joined, RawRecord, RefUpdate
 
 Routed = tuple[str, list[Any]]
 """A group of records for one destination: a shard of a lookup, or a sink partition."""
@@ -76,7 +76,7 @@ class HandOn:
         dead: list[DeadLetter] = []
         for _, outputs in batch:
             for rec in outputs:
-                if type(rec) is Enriched:
+                if type(rec) is Joined:
                     events.append(advance(rec, self.stage, self.next_key))
                 else:
                     dead.append(rec)
@@ -97,7 +97,7 @@ class ToSink:
         finished = (
             [
                 finish(rec, self.last, self.earlier, self.lookup_field)
-                if type(rec) is Enriched
+                if type(rec) is Joined
                 else rec
                 for rec in outputs
             ]
@@ -107,6 +107,6 @@ class ToSink:
         return [*groups, *dead]
 
 
-def enriched_of(batch: list[Routed]) -> list[Enriched]:
+def enriched_of(batch: list[Routed]) -> list[Joined]:
     """The enriched records of a batch of sink groups, in order."""
-    return [rec for _, out in batch for rec in out if type(rec) is Enriched]
+    return [rec for _, out in batch for rec in out if type(rec) is Joined]

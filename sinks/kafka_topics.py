@@ -14,7 +14,7 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from pydantic_core import to_json
 
 from operators.origins import parse_origin
-from operators.records import DeadLetter, Enriched
+from operators.records import DeadLetter, Joined
 from sinks.table import EnrichedTable
 
 Message = KafkaSinkMessage[bytes | None, bytes | None]
@@ -42,7 +42,7 @@ def dead_letter_message(letter: DeadLetter) -> Message:
     return KafkaSinkMessage(letter.key, letter.payload, headers=headers)
 
 
-def enriched_messages(table: EnrichedTable) -> Callable[[Enriched], Message]:
+def enriched_messages(table: EnrichedTable) -> Callable[[Joined], Message]:
     """Keyed by lookup id, so one security's records stay in order on one partition.
 
     The value is the event as it came, plus the projected reference columns,
@@ -52,7 +52,7 @@ def enriched_messages(table: EnrichedTable) -> Callable[[Enriched], Message]:
     names = [name for name, _ in table.reference_columns]
     missing = (None,) * len(names)
 
-    def message(rec: Enriched) -> Message:
+    def message(rec: Joined) -> Message:
         event = rec.event
         values = missing if rec.row is None else rec.row[: len(names)]
         document = {

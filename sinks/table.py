@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from operators.identifiers import check_identifier
 from operators.limits import MAX_TEXT
-from operators.records import Enriched, FieldType, Outcome
+from operators.records import FieldType, Joined, Outcome
 
 ColumnType = FieldType | Literal["number", "json", "timestamp"]
 """A column's logical type. `number` is exact, integer or not: a version may be a
@@ -144,7 +144,7 @@ class EnrichedTable:
         """Every column name, in the order of `params`."""
         return tuple(column.name for column in self._schema)
 
-    def params(self, rec: Enriched) -> tuple[Any, ...]:
+    def params(self, rec: Joined) -> tuple[Any, ...]:
         """Bind values for one row, as plain Python types any driver accepts.
 
         `rec.row` ends with the row's version, stored apart as `ref_version`,
@@ -221,7 +221,7 @@ class DeadLetterTable:
         return ()
 
     def params(
-        self, rec: Enriched, values: Mapping[str, Any], code: str, detail: str
+        self, rec: Joined, values: Mapping[str, Any], code: str, detail: str
     ) -> tuple[Any, ...]:
         """Bind values for the dead letter of `rec`, whose row held `values`."""
         event = rec.event

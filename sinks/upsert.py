@@ -26,7 +26,7 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators import routing
-from operators.records import Enriched, Status
+from operators.records import Joined, Status
 from sinks.dialect import Dialect, RowError
 from sinks.retry import SYSTEM_CLOCK, CircuitState, Clock, Retrier, RetryPolicy
 from sinks.schema import create_tables
@@ -107,7 +107,7 @@ def _retrier(
     )
 
 
-class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
+class _UpsertPartition(StatefulSinkPartition[list[Joined], None]):
     def __init__(
         self,
         dialect: Dialect[Any],
@@ -123,7 +123,7 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
         self._batch_size = batch_size
         self._conn: Any = None
 
-    def write_batch(self, values: list[list[Enriched]]) -> None:
+    def write_batch(self, values: list[list[Joined]]) -> None:
         records = [rec for group in values for rec in group]
         for start in range(0, len(records), self._batch_size):
             chunk = records[start : start + self._batch_size]
@@ -152,7 +152,7 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
             for status, count in Counter(rec.status for rec in chunk).items():
                 _ROWS[status].inc(count)
 
-    def _commit(self, chunk: list[Enriched], params: Sequence[Sequence[Any]]) -> list[RowError]:
+    def _commit(self, chunk: list[Joined], params: Sequence[Sequence[Any]]) -> list[RowError]:
         """Write the chunk and its refused rows' dead letters, then commit them together.
 
         On any failure the transaction is rolled back and the connection let
@@ -200,8 +200,8 @@ class _UpsertPartition(StatefulSinkPartition[list[Enriched], None]):
             self._conn.close()
 
 
-class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
-    """Writes `(partition name, [Enriched, ...])` items, one connection per partition.
+class UpsertSink(FixedPartitionedSink[list[Joined], None]):
+    """Writes `(partition name, [Joined, ...])` items, one connection per partition.
 
     Bytewax picks a partition by indexing `part_fn(key)`, wrapped, into the
     *sorted* global partition names. The names are zero-padded
@@ -241,7 +241,7 @@ class UpsertSink(FixedPartitionedSink[list[Enriched], None]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[list[Enriched], None]:
+    ) -> StatefulSinkPartition[list[Joined], None]:
         retrier = _retrier(for_part, self.dialect, self.policy, self.clock, self.recovery)
         retrier.run(partial(create_tables, self.dialect, self.table, self.dead_letters))
         return _UpsertPartition(

@@ -9,8 +9,8 @@ from operators.chain import Stage, advance, finish
 from operators.enrichment import EnrichConfig, Output, ShardEnricher
 from operators.records import (
     DeadLetter,
-    Enriched,
     Event,
+    Joined,
     MissReason,
     Outcome,
     RefUpdate,
@@ -36,7 +36,7 @@ class Chain:
     """Lookups in order, each with its stage, enricher and the key field of the next one."""
 
     stages: list[tuple[Stage, ShardEnricher, str | None]]
-    out: list[Enriched] = field(default_factory=list)
+    out: list[Joined] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
 
     def feed(self, index: int, items: list[Event | RefUpdate], now: float) -> None:
@@ -78,7 +78,7 @@ def two_stage(**exchange: Any) -> Chain:
 
 
 def test_advance_adds_the_row_and_keys_the_event_by_the_next_field() -> None:
-    rec = Enriched(quote("q1", "S1"), ("Acme", "XLON", 3), 3, Status.ENRICHED, None, 0.0)
+    rec = Joined(quote("q1", "S1"), ("Acme", "XLON", 3), 3, Status.ENRICHED, None, 0.0)
     event = advance(rec, SECURITY, "exchange_id")
     assert event.lookup_id == "XLON"
     assert event.fields["name"] == "Acme"
@@ -88,11 +88,11 @@ def test_advance_adds_the_row_and_keys_the_event_by_the_next_field() -> None:
 
 
 def test_advance_gives_an_empty_key_when_the_next_key_is_missing_or_unusable() -> None:
-    missed = Enriched(quote("q1", "S1"), None, None, Status.LOOKUP_MISS, MissReason.TIMEOUT, 5.0)
+    missed = Joined(quote("q1", "S1"), None, None, Status.LOOKUP_MISS, MissReason.TIMEOUT, 5.0)
     assert advance(missed, SECURITY, "exchange_id").lookup_id == ""
-    flagged = Enriched(quote("q2", "S1"), ("Acme", True, 1), 1, Status.ENRICHED, None, 0.0)
+    flagged = Joined(quote("q2", "S1"), ("Acme", True, 1), 1, Status.ENRICHED, None, 0.0)
     assert advance(flagged, SECURITY, "exchange_id").lookup_id == ""
-    numbered = Enriched(quote("q3", "S1"), ("Acme", 44, 1), 1, Status.ENRICHED, None, 0.0)
+    numbered = Joined(quote("q3", "S1"), ("Acme", 44, 1), 1, Status.ENRICHED, None, 0.0)
     assert advance(numbered, SECURITY, "exchange_id").lookup_id == "44"
 
 
@@ -189,7 +189,7 @@ def test_three_stages_chain_on_columns_of_the_stage_before() -> None:
 
 
 def test_one_stage_keeps_its_record_and_adds_its_outcome() -> None:
-    rec = Enriched(quote("q1", "S1"), ("Acme", "XLON", 3), 3, Status.ENRICHED, None, 0.0)
+    rec = Joined(quote("q1", "S1"), ("Acme", "XLON", 3), 3, Status.ENRICHED, None, 0.0)
     done = finish(rec, SECURITY, (), "security_id")
     assert done._replace(event=rec.event) == rec
     assert done.event.stages == (Outcome("security", Status.ENRICHED, None, 0.0, 3),)

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from operators.chain import Stage, finish
 from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.enrichment import EnrichConfig, MissPolicy, ShardEnricher
-from operators.records import DeadLetter, Enriched, Event, Kind, RawRecord, RefUpdate
+from operators.records import DeadLetter, Event, Joined, Kind, RawRecord, RefUpdate
 from sinks.dead_letter import to_line
 from sinks.kafka_topics import enriched_messages
 from sinks.sqlite import SqliteDialect
@@ -70,7 +70,7 @@ class Outcome:
         self.decode_letters: dict[str, DeadLetter] = {}
         self.join_letters: dict[str, DeadLetter] = {}
         self.updates: set[str] = set()
-        self.written: list[Enriched] = []
+        self.written: list[Joined] = []
         self.rows: dict[str, dict[str, Any]] = {}
         self.refused: set[str] = set()
 
@@ -124,7 +124,7 @@ def check(records: list[RawRecord], outcome: Outcome) -> None:
             any(rec.event.origin == raw.origin for rec in outcome.written),
         ]
         assert places.count(True) == 1, (raw, places)
-    last: dict[str, Enriched] = {}
+    last: dict[str, Joined] = {}
     for rec in outcome.written:
         if rec.event.origin not in outcome.refused:
             last[rec.event.event_id] = rec

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from operators.enrichment import EnrichConfig, ShardEnricher, restore
-from operators.records import CaughtUp, DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
+from operators.records import CaughtUp, DeadLetter, Event, Joined, MissReason, RefUpdate, Status
 
 
 def event(event_id: str, key: str = "A", **fields: object) -> Event:
@@ -22,7 +22,7 @@ def enricher(**config: object) -> ShardEnricher:
     return ShardEnricher(EnrichConfig(**{"timeout_seconds": 10.0, **config}))  # type: ignore[arg-type]
 
 
-def only(out: list) -> Enriched:
+def only(out: list) -> Joined:
     assert len(out) == 1
     return out[0]
 

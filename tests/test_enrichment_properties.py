@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from operators import waiting
 from operators.enrichment import EnrichConfig, ShardEnricher
-from operators.records import DeadLetter, Enriched, Event, MissReason, RefUpdate, Status
+from operators.records import DeadLetter, Event, Joined, MissReason, RefUpdate, Status
 
 KEYS = ["A", "B", "C"]
 TIMEOUT = 5.0
@@ -60,7 +60,7 @@ def test_every_event_leaves_exactly_once_with_the_row_held_then(
                 assert record.reason == "lookup_miss"
                 assert config.miss_policy == "dead_letter"
             else:
-                assert isinstance(record, Enriched)
+                assert isinstance(record, Joined)
                 event_id = record.event.event_id
                 key = record.event.lookup_id
                 if record.status is Status.LOOKUP_MISS:
@@ -118,5 +118,5 @@ def test_every_event_leaves_exactly_once_with_the_row_held_then(
         dead = sum(1 for r in seen.values() if isinstance(r, DeadLetter))
         assert len(unseen) + dead == inner_excluded, "an inner-join miss was not accounted for"
     for record in seen.values():
-        if isinstance(record, Enriched) and record.status is Status.LOOKUP_MISS:
+        if isinstance(record, Joined) and record.status is Status.LOOKUP_MISS:
             assert record.miss_reason in set(MissReason)

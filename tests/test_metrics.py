@@ -23,7 +23,7 @@ from dataflows.flow import decoder
 from dataflows.settings import load_settings
 from operators.decode import decode_batch
 from operators.enrichment import Tally
-from operators.records import CaughtUp, Enriched, Event, Kind, MissReason, RawRecord, Status
+from operators.records import CaughtUp, Event, Joined, Kind, MissReason, RawRecord, Status
 from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import DeadLetterTable, EnrichedTable
@@ -150,13 +150,13 @@ def test_records_in_count_events_and_references_but_not_caught_up_markers() -> N
     assert delta("enrich_records_in_total", kind="reference") == 1
 
 
-def enriched(event_id: str, ts: float | None) -> Enriched:
+def enriched(event_id: str, ts: float | None) -> Joined:
     fields: dict[str, Any] = {"event_id": event_id, "security_id": "A", "ts": ts, "price": 1.0}
     event = Event(event_id, "A", ts, fields, f"test/event/0/{event_id}")
-    return Enriched(event, ("Alpha", 1), 1, Status.ENRICHED, None, 0.0)
+    return Joined(event, ("Alpha", 1), 1, Status.ENRICHED, None, 0.0)
 
 
-def write(dialect: Any, batch: list[Enriched], clock: FakeClock | None = None) -> None:
+def write(dialect: Any, batch: list[Joined], clock: FakeClock | None = None) -> None:
     upsert = UpsertSink(dialect, TABLE, 1, 100, clock=clock or FakeClock())
     partition = upsert.build_part("sink", "0", None)
     try:

@@ -24,7 +24,7 @@ from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from config.connections import OracleConnection
-from operators.records import Enriched, Event, MissReason, Status
+from operators.records import Event, Joined, MissReason, Status
 from sinks.oracle import OracleDialect
 from sinks.schema import create_tables
 from sinks.table import DeadLetterTable, EnrichedTable
@@ -44,13 +44,13 @@ def enriched(
     date: str | None = "2024-01-02",
     status: Status = Status.ENRICHED,
     **extra: Any,
-) -> Enriched:
+) -> Joined:
     fields = {"event_id": event_id, "security_id": "A", "ts": 1.5, "price": 9.5, "size": 7}
     fields |= {"urgent": True, "date": date, **extra}
     event = Event(event_id, "A", 1.5, fields, f"test/event/0/{event_id}")
     if status is Status.LOOKUP_MISS:
-        return Enriched(event, None, None, status, MissReason.TIMEOUT, 5000.0)
-    return Enriched(event, (cusip, name, 3), 3, status, None, 0.0)
+        return Joined(event, None, None, status, MissReason.TIMEOUT, 5000.0)
+    return Joined(event, (cusip, name, 3), 3, status, None, 0.0)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def tables(dialect: OracleDialect) -> Iterator[tuple[EnrichedTable, DeadLetterTa
 def write(
     dialect: OracleDialect,
     tables: tuple[EnrichedTable, DeadLetterTable],
-    *batches: list[Enriched],
+    *batches: list[Joined],
     clock: FakeClock | None = None,
 ) -> None:
     table, letters = tables

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from operators import routing
-from operators.records import CaughtUp, DeadLetter, Enriched, Event, RefUpdate, Status
+from operators.records import CaughtUp, DeadLetter, Event, Joined, RefUpdate, Status
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_shard_choice_does_not_depend_on_the_process_hash_seed() -> None:
 
 def test_by_partition_routes_by_event_id_and_separates_dead_letters() -> None:
     enriched = [
-        Enriched(event(f"e{i}", "A"), None, None, Status.LOOKUP_MISS, None, 0.0) for i in range(50)
+        Joined(event(f"e{i}", "A"), None, None, Status.LOOKUP_MISS, None, 0.0) for i in range(50)
     ]
     dead = DeadLetter("lookup_miss", "x", None, None, "o")
     names = routing.names(4)

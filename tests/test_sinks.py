@@ -17,7 +17,7 @@ from bytewax.outputs import StatefulSinkPartition
 from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
-from operators.records import Enriched, Event, MissReason, Outcome, Status
+from operators.records import Event, Joined, MissReason, Outcome, Status
 from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
@@ -38,17 +38,17 @@ def event(event_id: str, lookup_id: str = "A", ts: float | None = 1.5, **extra: 
 
 def enriched(
     event_id: str, name: str = "Alpha", version: float = 2, waited_ms: float = 0.0, **extra: Any
-) -> Enriched:
+) -> Joined:
     status = Status.LATE_ENRICHED if waited_ms else Status.ENRICHED
     row = ("C1", name, version)
     stages = (Outcome("security", status, None, waited_ms, version),)
-    return Enriched(
+    return Joined(
         event(event_id, **extra)._replace(stages=stages), row, version, status, None, waited_ms
     )
 
 
-def missed(event_id: str, row: tuple[Any, ...] | None = None, **extra: Any) -> Enriched:
-    return Enriched(
+def missed(event_id: str, row: tuple[Any, ...] | None = None, **extra: Any) -> Joined:
+    return Joined(
         event(event_id, **extra), row, None, Status.LOOKUP_MISS, MissReason.TIMEOUT, 5000.0
     )
 
@@ -63,7 +63,7 @@ def sink(dialect: SqliteDialect, partitions: int = 4, batch_size: int = 100) -> 
 
 
 def write(
-    dialect: SqliteDialect, *batches: list[Enriched], part: str = "0", batch_size: int = 100
+    dialect: SqliteDialect, *batches: list[Joined], part: str = "0", batch_size: int = 100
 ) -> None:
     partition = sink(dialect, batch_size=batch_size).build_part("out", part, None)
     for batch in batches:
@@ -311,7 +311,7 @@ def test_transient_means_busy_or_locked(dialect: SqliteDialect, tmp_path: Path) 
     assert not dialect.is_transient(ValueError("database is locked"))
 
 
-def flow(upsert: UpsertSink, items: Iterable[tuple[str, list[Enriched]]]) -> Dataflow:
+def flow(upsert: UpsertSink, items: Iterable[tuple[str, list[Joined]]]) -> Dataflow:
     dataflow = Dataflow("sink_test")
     stream = op.input("in", dataflow, TestingSource(list(items), batch_size=2))
     op.output("out", stream, upsert)
@@ -348,12 +348,12 @@ class RecordingSink(UpsertSink):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[list[Enriched], None]:
+    ) -> StatefulSinkPartition[list[Joined], None]:
         inner = super().build_part(step_id, for_part, resume_state)
         seen = self.seen
 
-        class Recording(StatefulSinkPartition[list[Enriched], None]):
-            def write_batch(self, values: list[list[Enriched]]) -> None:
+        class Recording(StatefulSinkPartition[list[Joined], None]):
+            def write_batch(self, values: list[list[Joined]]) -> None:
                 seen.extend((for_part, rec.event.event_id) for group in values for rec in group)
                 inner.write_batch(values)
 

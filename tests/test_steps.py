@@ -11,8 +11,8 @@ from operators.decode import DecodedBatch, Decoder, ReferenceSchema
 from operators.records import (
     CaughtUp,
     DeadLetter,
-    Enriched,
     Event,
+    Joined,
     Kind,
     RawRecord,
     RefUpdate,
@@ -49,11 +49,11 @@ def shard_of(key: str) -> str:
     return SHARDS[crc32(key.encode()) % len(SHARDS)]
 
 
-def enriched(event_id: str, security_id: str, row: tuple[object, ...] | None) -> Enriched:
+def enriched(event_id: str, security_id: str, row: tuple[object, ...] | None) -> Joined:
     fields = {"event_id": event_id, "security_id": security_id}
     event = Event(event_id, security_id, None, fields, f"events/0/{event_id}")
     status = Status.ENRICHED if row is not None else Status.LOOKUP_MISS
-    return Enriched(event, row, 1 if row else None, status, None, 0.0)
+    return Joined(event, row, 1 if row else None, status, None, 0.0)
 
 
 LETTER = DeadLetter("invalid_json", "x", b"{", None, "events/0/9")
