@@ -39,6 +39,7 @@ from reference.source import ReadConnection, Row, connect, read
 from reference.topic import live_keys
 from reference.watermark import PublishState, StateFile, Watermark
 from sinks.kafka_producer import ConfirmedProducer
+from sources.kafka_admin import config_checked
 
 log = logging.getLogger("enrich.publisher")
 
@@ -81,7 +82,9 @@ class Publisher:
         counts = LoadCounts()
         started = time.monotonic()
         settings = self._settings
-        producer = ConfirmedProducer(settings.kafka_brokers, settings.kafka_client_config())
+        config = settings.kafka_client_config()
+        with config_checked(config):
+            producer = ConfirmedProducer(settings.kafka_brokers, config)
         with closing(connect(settings)) as connection:
             check_columns(settings, connection)
             if watermark is None:

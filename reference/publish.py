@@ -7,6 +7,7 @@
 
 Exit status: 0 when the last load finished, 1 when it failed (the watermark
 covers only what Kafka confirmed), 2 for bad settings or arguments (also a
+Kafka property librdkafka refuses, named without its value, and a
 column the table lacks), 3 when a full load would have tombstoned more than
 ENRICH_PUBLISH_MAX_DELETE_SHARE of the topic's live keys and published
 nothing. SIGTERM ends the process after the load under way, never in the
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
@@ -26,6 +28,7 @@ from config.base import exit_on_bad_settings, load_settings
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
+from sources.kafka_errors import KafkaConfigRefused
 from telemetry.logging import start_logging
 
 log = logging.getLogger("enrich.publisher")
@@ -87,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MassDeleteRefused as exc:
             log.error("%s", exc, extra=exc.fields)
             return 3
+        except KafkaConfigRefused as exc:
+            # A refused property is a bad setting: no later load can go better.
+            print(exc, file=sys.stderr)
+            return exc.exit_code
         except Exception:
             log.exception("the load failed; the watermark covers only what was confirmed")
             failed = True

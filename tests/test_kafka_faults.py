@@ -47,6 +47,7 @@ SECURITY_ONLY = [DEMO_LOOKUPS[0]]
 RUN_SECONDS = 120.0
 ENTRY = [sys.executable, "-m", "bytewax.run", "dataflows.enrich"]
 DEMO_TO_KAFKA = [sys.executable, "-m", "commands.demo_to_kafka"]
+PUBLISH = [sys.executable, "-m", "commands", "publish", "--once"]
 
 
 @pytest.fixture(autouse=True)
@@ -419,7 +420,9 @@ def test_the_watch_gauge_counts_the_silence_and_drops_to_zero(
 SECRET = "S3cr3t-Mechanism-Value"
 
 
-@pytest.mark.parametrize("command", [ENTRY, DEMO_TO_KAFKA], ids=["dataflow", "demo_to_kafka"])
+@pytest.mark.parametrize(
+    "command", [ENTRY, DEMO_TO_KAFKA, PUBLISH], ids=["dataflow", "demo_to_kafka", "publisher"]
+)
 def test_a_refused_kafka_property_is_named_without_its_value(
     kafka: MockKafka, tmp_path: Path, command: list[str]
 ) -> None:
@@ -429,6 +432,7 @@ def test_a_refused_kafka_property_is_named_without_its_value(
     env["ENRICH_KAFKA_CONFIG"] = json.dumps(
         {"security.protocol": "SASL_PLAINTEXT", "sasl.mechanisms": SECRET}
     )
+    env["ENRICH_PUBLISH_SQLITE_PATH"] = str(tmp_path / "reference.sqlite")
     done = run(command, env)
     assert done.returncode == 2, done.stderr[-2_000:]
     assert "ENRICH_KAFKA_CONFIG: librdkafka refused property 'sasl.mechanisms'" in done.stderr
