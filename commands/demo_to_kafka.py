@@ -10,7 +10,6 @@ brokers end it within `ENRICH_KAFKA_START_TIMEOUT_SECONDS` (exit 1).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +19,7 @@ from dataflows.settings import Settings, load_settings
 from operators.records import Kind, RawRecord
 from sinks.kafka_producer import ConfirmedProducer
 from sources.kafka_admin import config_checked, list_cluster
-from sources.kafka_errors import KafkaFault
+from sources.kafka_errors import exit_on_kafka_fault
 
 
 @dataclass(frozen=True)
@@ -84,19 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not settings.kafka_brokers:
             raise SettingsError("invalid settings:\n  ENRICH_KAFKA_BROKERS: no broker given")
         reference_topics(settings)
-    try:
+    with exit_on_kafka_fault("interrupted; some demo records may have been produced"):
         list_cluster(
             settings.kafka_brokers,
             settings.kafka_client_config(),
             settings.kafka_start_timeout_seconds,
         )
         produced = produce_demo(settings)
-    except KafkaFault as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted; some demo records may have been produced", file=sys.stderr)
-        raise SystemExit(130) from None
     topics = ", ".join(map(repr, reference_topics(settings).values()))
     print(
         f"produced {produced.events} events to {settings.kafka_events_topic!r} and "

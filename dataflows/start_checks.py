@@ -16,7 +16,7 @@ from confluent_kafka import Consumer
 from dataflows.settings import Settings
 from sources.kafka import consumer_config
 from sources.kafka_admin import config_checked, list_cluster, require_topics
-from sources.kafka_errors import KafkaFault
+from sources.kafka_errors import exit_on_kafka_fault
 from telemetry.api_port import port_message, taken_api_port
 
 log = logging.getLogger("enrich")
@@ -63,12 +63,6 @@ def check_metrics_port(settings: Settings) -> None:
 def check_start(settings: Settings) -> None:
     """Every check, each fault turned into its message on stderr and its exit status;
     Ctrl-C while waiting for brokers exits 130."""
-    try:
+    with exit_on_kafka_fault("interrupted while asking Kafka whether the dataflow can start"):
         check_kafka(settings)
-    except KafkaFault as exc:
-        print(exc, file=sys.stderr)
-        raise SystemExit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        print("interrupted while asking Kafka whether the dataflow can start", file=sys.stderr)
-        raise SystemExit(130) from None
     check_metrics_port(settings)
