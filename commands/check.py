@@ -11,8 +11,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from config.base import ENV_PREFIX, EnrichSettings, exit_on_bad_settings, load_settings
-from dataflows.settings import Settings, check_dataflow
+from config.base import ENV_PREFIX, EnrichSettings, exit_on_bad_settings
+from dataflows.settings import Settings, check_dataflow, load_settings
 from reference.settings import PublisherSettings
 from telemetry.logging import REDACTED
 

@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "validate the settings, print them with secrets masked; connects to nothing",
     ),
     "publish": Subcommand(
-        "reference.publish:main", "publish a lookup's reference table to its Kafka topic"
+        "commands.publish:main", "publish a lookup's reference table to its Kafka topic"
     ),
     "create-tables": Subcommand(
         "commands.create_tables:main", "create the sink's tables, or print their DDL (--print)"

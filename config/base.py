@@ -11,7 +11,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -76,15 +76,19 @@ def _unparsable(exc: SourceError, env_file: str | None) -> SettingsError:
 S = TypeVar("S", bound=EnrichSettings)
 
 
-def load_settings(cls: type[S], **overrides: Any) -> S:
+def load_settings(
+    cls: type[S], programs: Sequence[type[EnrichSettings]] = (), **overrides: Any
+) -> S:
     """Read settings, or raise SettingsError naming every bad variable.
 
-    Refused first: an ENRICH_ENV_FILE that is not there, and an ENRICH_* variable that no
-    program of the project reads (a typo would otherwise leave its setting at the default).
+    Refused first: an ENRICH_ENV_FILE that is not there, and an ENRICH_* variable that none
+    of `programs` (and `cls`) reads: a typo would otherwise leave its setting at the default.
+    One ConfigMap serves every program, so the caller names them all; the project's list is
+    `dataflows.settings.PROGRAM_SETTINGS`, on the floor that knows every program.
     """
-    from config.environment import check_environment  # imports every settings module
+    from config.environment import check_environment
 
-    env_file = check_environment(os.environ)
+    env_file = check_environment(os.environ, (cls, *programs))
     try:
         return cls(_env_file=env_file, **overrides)
     except SourceError as exc:

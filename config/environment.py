@@ -3,16 +3,16 @@
 One ConfigMap serves every program, so a variable is known when any program
 reads it: the dataflow, the reference publisher, the demo loaders and the
 table command. The set is derived from the settings classes themselves (each
-field under its class's prefix), so a setting added to any of them is known
-at once; `SETTINGS_MODULES` lists the modules that define them, and a test
-fails when a settings class appears elsewhere.
+field under its class's prefix, inherited fields included), so a setting
+added to any of them is known at once. Which classes are the programs' is
+not decided here, on the ground floor, but by the caller: the floor that
+knows every program (`dataflows.settings.PROGRAM_SETTINGS`).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -24,15 +24,6 @@ from operators.identifiers import nearest
 
 ENV_FILE = f"{ENV_PREFIX}ENV_FILE"
 """Read by `load_settings` itself: the optional dotenv file."""
-
-SETTINGS_MODULES = (
-    "config.base",
-    "config.connections",
-    "config.lookups",
-    "dataflows.settings",
-    "reference.settings",
-)
-"""Every module that defines settings of a program of the project."""
 
 _SERVICE_LINK = re.compile(
     r"ENRICH(_\w+?)?_(SERVICE_HOST|SERVICE_PORT(_\w+)?|PORT(_\d+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?)"
@@ -47,35 +38,18 @@ def _service_link(name: str, value: str) -> bool:
     return bool(_SERVICE_LINK.fullmatch(name.upper()) and _SERVICE_LINK_VALUE.fullmatch(value))
 
 
-def settings_classes() -> list[type[BaseSettings]]:
-    """Every settings class that reads `ENRICH_*` variables, once its module is imported."""
-    for module in SETTINGS_MODULES:
-        importlib.import_module(module)
-
-    def walk(cls: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
-        for sub in cls.__subclasses__():
-            yield sub
-            yield from walk(sub)
-
-    return [
-        cls
-        for cls in dict.fromkeys(walk(BaseSettings))
-        if str(cls.model_config.get("env_prefix", "")).upper().startswith(ENV_PREFIX)
-    ]
-
-
 @cache
-def known_variables() -> frozenset[str]:
-    """Every `ENRICH_*` variable some program reads, upper case (pydantic-settings ignores case)."""
+def known_variables(programs: tuple[type[BaseSettings], ...]) -> frozenset[str]:
+    """Every `ENRICH_*` variable one of `programs` reads, upper case (pydantic-settings
+    ignores case)."""
     names = {ENV_FILE}
-    for cls in settings_classes():
+    for cls in programs:
         prefix = str(cls.model_config.get("env_prefix", "")).upper()
         names.update(f"{prefix}{field.upper()}" for field in cls.model_fields)
     return frozenset(names)
 
 
-def _unknown(name: str, where: str) -> str:
-    known = known_variables()
+def _unknown(name: str, where: str, known: frozenset[str]) -> str:
     close = nearest(name.upper().removeprefix(ENV_PREFIX), [k[len(ENV_PREFIX) :] for k in known])
     hint = f"; did you mean {ENV_PREFIX}{close}?" if close else ""
     return f"  {name}{where}: no program of this project reads this variable{hint}"
@@ -96,17 +70,19 @@ def _env_file_keys(env_file: str) -> list[str]:
         ) from None
 
 
-def check_environment(environ: Mapping[str, str]) -> str | None:
+def check_environment(
+    environ: Mapping[str, str], programs: Sequence[type[BaseSettings]]
+) -> str | None:
     """The env file to read, or SettingsError naming a missing env file or every unknown variable.
 
     Values are never shown: some are secrets.
     """
     env_file = environ.get(ENV_FILE) or None
     file_keys = _env_file_keys(env_file) if env_file is not None else []
-    known = known_variables()
+    known = known_variables(tuple(dict.fromkeys(programs)))
     from_environ = [name for name in environ if not _service_link(name, environ[name])]
     lines = [
-        _unknown(name, where)
+        _unknown(name, where, known)
         for names, where in ((from_environ, ""), (file_keys, f" (in {ENV_FILE} {env_file})"))
         for name in sorted(names)
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in known

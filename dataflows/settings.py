@@ -18,6 +18,7 @@ from config.lookups import JoinType, LookupSettings, MissPolicy, check_columns
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
+from reference.settings import PublisherSettings
 from sinks.table import check_table_name
 
 
@@ -213,6 +214,11 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
         }
 
 
+PROGRAM_SETTINGS: tuple[type[EnrichSettings], ...] = (Settings, PublisherSettings)
+"""The settings of every program of the project, with every class they inherit from: the
+dataflow's and the reference publisher's (the commands read these two). One ConfigMap
+serves them all, so an `ENRICH_*` variable none of them reads is a typo."""
+
 S = TypeVar("S", bound=EnrichSettings)
 
 
@@ -221,8 +227,9 @@ def load_settings(**overrides: Any) -> Settings: ...
 @overload
 def load_settings(cls: type[S], **overrides: Any) -> S: ...
 def load_settings(cls: type[EnrichSettings] = Settings, **overrides: Any) -> EnrichSettings:
-    """The dataflow's settings (or `cls`'s), or SettingsError naming every bad variable."""
-    return load_any(cls, **overrides)
+    """The dataflow's settings (or `cls`'s), or SettingsError naming every bad variable,
+    among them any `ENRICH_*` variable no program reads; every program loads through here."""
+    return load_any(cls, PROGRAM_SETTINGS, **overrides)
 
 
 def check_dataflow(settings: Settings) -> None:

@@ -36,7 +36,7 @@ from commands import cli
 from config import environment
 from config.base import SettingsError
 from dataflows import cluster
-from dataflows.settings import Settings, check_dataflow, load_settings
+from dataflows.settings import PROGRAM_SETTINGS, Settings, check_dataflow, load_settings
 from reference.settings import PublisherSettings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -426,7 +426,9 @@ def test_every_enrich_variable_set_is_a_setting() -> None:
     """A variable no program reads stops every program at start (exit 2)."""
     names = every_enrich_variable() | set(env_values(PUBLISHER))
     # The ConfigMap serves the dataflow and the reference publisher alike.
-    assert {name for name in names if name.startswith("ENRICH_")} <= environment.known_variables()
+    assert {name for name in names if name.startswith("ENRICH_")} <= environment.known_variables(
+        PROGRAM_SETTINGS
+    )
     publisher = {name.removeprefix("ENRICH_").lower() for name in env_values(PUBLISHER)}
     assert publisher <= set(PublisherSettings.model_fields)
 
@@ -456,7 +458,7 @@ def test_the_reference_publisher_runs_a_full_load_after_the_nightly_reload() -> 
     assert PUBLISHER["command"] == ["enrich", "publish", "--full"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["enrich"] == "commands.cli:main"
-    assert cli.SUBCOMMANDS["publish"].target == "reference.publish:main"
+    assert cli.SUBCOMMANDS["publish"].target == "commands.publish:main"
     assert spec["suspend"] is False
     assert spec["concurrencyPolicy"] == "Forbid"
     assert spec["timeZone"] == "Etc/UTC"

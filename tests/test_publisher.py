@@ -179,7 +179,7 @@ def run_cli(
     kafka: MockKafka, work: Path, *args: str, **env: str
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reference.publish", *args],
+        [sys.executable, "-m", "commands", "publish", *args],
         cwd=work,
         env=cli_env(kafka, work, **env),
         capture_output=True,
@@ -852,7 +852,7 @@ def test_sigterm_in_interval_mode_stops_after_the_load_under_way(
     table.put("SEC1", 1)
     with open(tmp_path / "run.log", "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "reference.publish", "--interval", "0.2"],
+            [sys.executable, "-m", "commands", "publish", "--interval", "0.2"],
             cwd=tmp_path,
             env=cli_env(kafka, tmp_path),
             stdout=log,

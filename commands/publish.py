@@ -24,7 +24,8 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from config.base import exit_on_bad_settings, load_settings
+from config.base import exit_on_bad_settings
+from dataflows.settings import load_settings
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
@@ -104,7 +105,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             if stop.is_set():
                 log.info("SIGTERM: stopped after the load under way")
             return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
