@@ -17,9 +17,10 @@ from config.lookups import Lookup
 from dataflows import database
 from dataflows.settings import Settings
 from operators import routing, steps
+from operators.arrival import ArrivalNumbers
 from operators.chain import Stage
 from operators.decode import Decoder, ReferenceSchema
-from operators.enrich_step import builder
+from operators.enrich_step import join_builder, segment_builder
 from operators.enrichment import EnrichConfig
 from operators.filters import all_of
 from operators.records import DeadLetter
@@ -200,6 +201,19 @@ def write_enriched_topic(settings: Settings, enriched: Stream[tuple[str, list[An
     op.output("enriched_out", records, producer)
 
 
+def enrich_step(name: str, into: Stream[Any], config: EnrichConfig) -> Stream[Any]:
+    """The join keyed by shard, and the segments its misses are parked in (`operators.parking`).
+
+    Both emit (key, list of outputs); the join's messages to its segments
+    leave as `Parcels` and never reach the outputs.
+    """
+    observe = partial(record_tally, name)
+    joined = op.stateful_batch(f"enrich_{name}", into, join_builder(config, time.time, observe))
+    parcels = op.flat_map_batch(f"to_segments_{name}", joined, steps.to_segments)
+    parked = op.stateful_batch(f"park_{name}", parcels, segment_builder(config, time.time, observe))
+    return op.merge(f"outputs_{name}", joined, parked)
+
+
 def _stages(settings: Settings) -> list[Stage]:
     return [Stage(lookup.name, tuple(lookup.stored_columns())) for lookup in settings.lookups]
 
@@ -220,11 +234,7 @@ def enrich_chain(
         name = lookup.name
         updates = op.filter_map(f"updates_{name}", decoded, partial(steps.for_lookup, name))
         into = updates if handed_on is None else op.merge(f"into_{name}", updates, handed_on)
-        outputs = op.stateful_batch(
-            f"enrich_{name}",
-            into,
-            builder(enrich_config(settings, lookup), time.time, partial(record_tally, name)),
-        )
+        outputs = enrich_step(name, into, enrich_config(settings, lookup))
         if index + 1 == len(lookups):
             return outputs, dead
         hand_on = steps.HandOn(stages[index], lookups[index + 1].key_field, shard_names)
@@ -257,6 +267,7 @@ def build_flow(
         [lookup.name for lookup in settings.lookups],
         routing.names(settings.shards),
         record_decoded,
+        ArrivalNumbers(time.time_ns),
     )
     to_sink = steps.ToSink(
         stages[-1], earlier, settings.lookup_field, routing.names(settings.sink_partitions)

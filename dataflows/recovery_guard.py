@@ -68,7 +68,11 @@ def _keys(step: Operator, shard_names: list[str]) -> frozenset[str] | None:
     if isinstance(sink, FixedPartitionedSink):
         return frozenset(sink.list_parts())
     if hasattr(step, "builder"):
-        # Every stateful step of this dataflow is keyed by enrichment shard.
+        if step.step_id.split(".", 1)[-1].startswith("park_"):
+            # Keyed by shard and second of arrival: segments of any shard count time out
+            # on their own, and the join (`enrich_`) is compared by shard.
+            return None
+        # Every other stateful step of this dataflow is keyed by enrichment shard.
         return frozenset(shard_names)
     return None  # No state (a Kafka producer): Bytewax ignores what the store holds for it.
 

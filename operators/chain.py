@@ -54,6 +54,7 @@ def advance(rec: Joined, stage: Stage, next_key: str) -> Event:
         fields,
         event.origin,
         (*event.stages, _outcome(stage, rec)),
+        event.seq,
     )
 
 

@@ -188,11 +188,11 @@ class Decoder:
         )
         object.__setattr__(self, "_event_schema", TypeAdapter(event_schema))
 
-    def decode(self, raw: RawRecord) -> Event | RefUpdate | DeadLetter | None:
-        """The record decoded; None for an event the filter leaves out."""
+    def decode(self, raw: RawRecord, seq: int = 0) -> Event | RefUpdate | DeadLetter | None:
+        """The record decoded; None for an event the filter leaves out; `seq` is an event's."""
         try:
             if raw.kind is Kind.EVENT:
-                return self._event(raw)
+                return self._event(raw, seq)
             schema = self.references.get(raw.lookup)
             if schema is None:
                 raise Invalid("unknown_lookup", f"no lookup is named {raw.lookup!r}")
@@ -204,7 +204,7 @@ class Decoder:
             detail = f"{which} tests field {exc.field!r}, which the record lacks"
             return DeadLetter(FILTER_FIELD_MISSING, detail, raw.value, raw.key, raw.origin)
 
-    def _event(self, raw: RawRecord) -> Event | None:
+    def _event(self, raw: RawRecord, seq: int) -> Event | None:
         obj = _load_object(raw.value, self.max_record_bytes)
         if obj.get(self.lookup_field) is None:
             raise Invalid("missing_lookup_id", f"the event has no {self.lookup_field!r}")
@@ -237,6 +237,7 @@ class Decoder:
                 obj,
                 raw.origin,
                 (),
+                seq,
             ),
         )
 
@@ -259,8 +260,13 @@ class DecodedBatch(NamedTuple):
     """The dead letters in `bad` that are reference records, so they are counted apart."""
 
 
-def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]) -> DecodedBatch:
+def decode_batch(
+    decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp], first_seq: int = 0
+) -> DecodedBatch:
     """Decode a batch, keeping arrival order; `first` names the lookup events go to.
+
+    The batch's records are numbered from `first_seq` in order; each event
+    keeps its number as its `seq`.
 
     A replayed reference record that is invalid was dead-lettered when it was
     first read, and that write is in the snapshot being resumed; it is only
@@ -271,13 +277,13 @@ def decode_batch(decoder: Decoder, first: str, batch: list[RawRecord | CaughtUp]
     bad_references: list[DeadLetter] = []
     caught_up: list[CaughtUp] = []
     events = replayed_invalid = filtered_events = filtered_references = 0
-    for raw in batch:
+    for seq, raw in enumerate(batch, first_seq):
         if type(raw) is CaughtUp:
             caught_up.append(raw)
             continue
         is_event = raw.kind is Kind.EVENT  # type: ignore[union-attr]
         events += is_event
-        record = decoder.decode(raw)  # type: ignore[arg-type]
+        record = decoder.decode(raw, seq)  # type: ignore[arg-type]
         if record is None:
             filtered_events += 1
         elif type(record) is DeadLetter:

@@ -1,4 +1,7 @@
-"""Bytewax adapter around `ShardEnricher`: one logic per shard key.
+"""Bytewax adapters around `ShardEnricher` (one logic per shard key) and parking.
+
+The dataflow runs `JoinLogic` per shard and `SegmentLogic` per segment of
+parked misses (`operators.parking`); `EnrichLogic` is what both joins share.
 
 Kept apart from the join rules so those stay free of Bytewax and the clock.
 Outputs leave as one list per call, so the runtime moves one item per shard
@@ -10,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from itertools import chain
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
 from operators.enrichment import EnrichConfig, Output, Pending, ShardEnricher, Tally
+from operators.parking import JoinState, Message, Parcels, ParkingJoin, Segment
 from operators.records import Event, RefUpdate
 
 Clock = Callable[[], float]
@@ -59,15 +64,72 @@ class EnrichLogic(StatefulBatchLogic[list[Event | RefUpdate], list[Output], Snap
         self._enricher.tally = Tally()
 
 
-def builder(
+class JoinLogic(EnrichLogic):
+    """A shard's parking join: outputs go on as one list, messages to segments as `Parcels`."""
+
+    def __init__(self, join: ParkingJoin, clock: Clock, observe: Observer) -> None:
+        super().__init__(join, clock, observe)
+        self._join = join
+
+    def _emit(self, out: list[Output]) -> Emitted:
+        self._report()
+        emitted: list[Any] = [out] if out else []
+        parcels = self._join.take_parcels()
+        if parcels:
+            emitted.append(Parcels(parcels))
+        return emitted, StatefulBatchLogic.RETAIN
+
+
+class SegmentLogic(StatefulBatchLogic[list[Message], list[Output], list[bytes]]):
+    """One segment of parked events; dropped once its last event left."""
+
+    def __init__(self, segment: Segment, clock: Clock, observe: Observer) -> None:
+        self._segment = segment
+        self._clock = clock
+        self._observe = observe
+
+    def on_batch(self, values: list[list[Message]]) -> Emitted:
+        return self._emit(self._segment.take(chain.from_iterable(values), self._clock()))
+
+    def on_notify(self) -> Emitted:
+        return self._emit(self._segment.expire(self._clock()))
+
+    def on_eof(self) -> Emitted:
+        return self._emit(self._segment.flush(self._clock()))
+
+    def notify_at(self) -> datetime | None:
+        deadline = self._segment.next_deadline()
+        return None if deadline is None else datetime.fromtimestamp(deadline, UTC)
+
+    def snapshot(self) -> list[bytes]:
+        return self._segment.snapshot()
+
+    def _emit(self, out: list[Output]) -> Emitted:
+        tally = self._segment.tally
+        tally.pending_delta = 0  # the join counts its waiting events
+        self._observe(tally)
+        self._segment.tally = Tally()
+        done = StatefulBatchLogic.DISCARD if self._segment.empty else StatefulBatchLogic.RETAIN
+        return ([out] if out else []), done
+
+
+def join_builder(
     config: EnrichConfig, clock: Clock, observe: Observer
-) -> Callable[[Snapshot | None], EnrichLogic]:
-    """The `stateful_batch` builder: a fresh or resumed logic per shard.
+) -> Callable[[JoinState | Snapshot | None], JoinLogic]:
+    """A shard's join, fresh or resumed; a snapshot of an earlier version holds waiting events."""
 
-    A resume may come from a snapshot of an earlier version, which held `Pending`.
-    """
+    def build(resume: JoinState | Snapshot | None) -> JoinLogic:
+        return JoinLogic(ParkingJoin(config, resume), clock, observe)
 
-    def build(resume: Snapshot | None) -> EnrichLogic:
-        return EnrichLogic(ShardEnricher(config, resume), clock, observe)
+    return build
+
+
+def segment_builder(
+    config: EnrichConfig, clock: Clock, observe: Observer
+) -> Callable[[list[bytes] | None], SegmentLogic]:
+    """A segment of parked events, fresh (its first `Park`) or resumed."""
+
+    def build(resume: list[bytes] | None) -> SegmentLogic:
+        return SegmentLogic(Segment(config, resume), clock, observe)
 
     return build

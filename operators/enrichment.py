@@ -1,7 +1,9 @@
 """The stateful join of events with reference rows, for one shard of lookup ids.
 
 Plain Python with no I/O and an injected clock, so every rule can be tested
-without a dataflow. The Bytewax adapter is in `operators.enrich_step`.
+without a dataflow. The Bytewax adapter is in `operators.enrich_step`. The
+dataflow runs `operators.parking`'s extension of it, which keeps the shard's
+waiting events in write-once segments instead of in `pending`.
 
 State layout, and why:
 
@@ -247,7 +249,7 @@ class ShardEnricher:
         first, being older; held events then hit or start their timeout now.
         """
         self.ready = True
-        for key in [key for key in self.pending if key in self.rows]:
+        for key in [key for key in self._waiting_keys() if key in self.rows]:
             self._release(key, self.rows[key], now, out)
         held, self.held = self.held, deque()
         self.pending_count -= len(held)
@@ -263,6 +265,12 @@ class ShardEnricher:
                 waited_ms = (now - waiting.arrived) * 1000.0
                 out.append(Joined(event, row, row[-1], Status.ENRICHED, None, waited_ms))
                 self.tally.hits += 1
+
+    def _has_waiting(self, lookup_id: str) -> bool:
+        return lookup_id in self.pending
+
+    def _waiting_keys(self) -> list[str]:
+        return list(self.pending)
 
     def _is_live(self, blob: bytes, lookup_id: str | None = None) -> bool:
         """Whether an event at the head of `fifo` is still waiting.
@@ -291,9 +299,13 @@ class ShardEnricher:
             self._miss(Pending(event, since, now), MissReason.MISSING_KEY, now, out)
             return
         blob = compact.encode(event, since, now + self.config.timeout_seconds)
-        queue = self.pending.get(event.lookup_id)
+        self._store(blob, event.lookup_id, now, out)
+
+    def _store(self, blob: bytes, lookup_id: str, now: float, out: list[Output]) -> None:
+        """Keep an encoded waiting event, within the bounds; `operators.parking` overrides it."""
+        queue = self.pending.get(lookup_id)
         if queue is None:
-            queue = self.pending[event.lookup_id] = []
+            queue = self.pending[lookup_id] = []
         queue.append(blob)
         self.fifo.append(blob)
         self.pending_count += 1
@@ -346,7 +358,7 @@ class ShardEnricher:
         self.tally.applied += 1
         if current is None:
             self.tally.rows_delta += 1
-        if not update.replay and key in self.pending:
+        if not update.replay and self._has_waiting(key):
             self._release(key, row, now, out)
 
     def _release(self, key: str, row: tuple[Any, ...], now: float, out: list[Output]) -> None:

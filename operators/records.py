@@ -48,7 +48,10 @@ class Event(NamedTuple):
     their declared types, so nothing the producer sent is lost; each lookup
     passed adds its (prefixed) columns. `lookup_id` is this lookup's key, empty
     when the event has none. `stages` holds the outcomes of the lookups
-    already passed, so a final record can report every one.
+    already passed, so a final record can report every one. `seq` orders the
+    copies of one event id by their arrival (`operators.arrival`): a late copy
+    and a later one that hit leave the chain by different steps, so the sink
+    keeps the row of the highest `seq`, not of the last write.
     """
 
     event_id: str
@@ -57,6 +60,7 @@ class Event(NamedTuple):
     fields: dict[str, Any]
     origin: str
     stages: tuple[Outcome, ...] = ()
+    seq: int = 0
 
 
 class RefUpdate(NamedTuple):

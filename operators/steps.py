@@ -13,19 +13,36 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from operators import routing
+from operators.arrival import ArrivalNumbers
 from operators.chain import Stage, advance, finish
 from operators.decode import DecodedBatch, Decoder, decode_batch
+from operators.parking import Message, Parcels, by_segment
 from operators.records import CaughtUp, DeadLetter, Event, Joined, RawRecord, RefUpdate
 
 Routed = tuple[str, list[Any]]
 """A group of records for one destination: a shard of a lookup, or a sink partition."""
-Lookups = list[tuple[str, list[Any]]]
-"""What a lookup's stateful step emits: (shard, its outputs) per shard of the batch."""
+Lookups = list[tuple[str, Any]]
+"""What a lookup's steps emit: (shard, its outputs) per shard of the batch, and from the
+join, (shard, `Parcels`) for the segments of its misses."""
 
 
 def is_routed(item: object) -> TypeGuard[Routed]:
     """A routed group, not a dead letter (a NamedTuple, so never exactly `tuple`)."""
     return type(item) is tuple
+
+
+def to_segments(batch: Lookups) -> list[tuple[str, list[Message]]]:
+    """The join's messages to the segments of its shard, grouped by their state key.
+
+    A join emits its outputs and its `Parcels` in one stream, which the next
+    steps read apart by type: splitting it would cost a Python call per item.
+    """
+    return [
+        group
+        for shard, outputs in batch
+        if type(outputs) is Parcels
+        for group in by_segment(shard, outputs.messages)
+    ]
 
 
 def for_lookup(name: str, item: tuple[str, Routed]) -> Routed | None:
@@ -39,16 +56,19 @@ class DecodeAndRoute:
 
     Caught-up markers go to every shard of their lookup; invalid records come
     out as dead letters. `on_decoded` gets each decoded batch and the source
-    batch's size (for the metrics).
+    batch's size (for the metrics). `numbers` numbers the events in arrival
+    order (`operators.arrival`); without it every event is number 0.
     """
 
     decoder: Decoder
     lookups: Sequence[str]
     shard_names: Sequence[str]
     on_decoded: Callable[[DecodedBatch, int], None] = lambda decoded, size: None
+    numbers: ArrivalNumbers | None = None
 
     def __call__(self, batch: list[RawRecord | CaughtUp]) -> list[tuple[str, Routed] | DeadLetter]:
-        decoded = decode_batch(self.decoder, self.lookups[0], batch)
+        first = 0 if self.numbers is None else self.numbers.take(len(batch))
+        decoded = decode_batch(self.decoder, self.lookups[0], batch, first)
         self.on_decoded(decoded, len(batch))
         routed: list[tuple[str, Routed] | DeadLetter] = []
         for name in self.lookups:
@@ -75,6 +95,8 @@ class HandOn:
         events: list[Event | RefUpdate] = []
         dead: list[DeadLetter] = []
         for _, outputs in batch:
+            if type(outputs) is Parcels:
+                continue  # for the segments (`to_segments`)
             for rec in outputs:
                 if type(rec) is Joined:
                     events.append(advance(rec, self.stage, self.next_key))
@@ -102,6 +124,7 @@ class ToSink:
                 for rec in outputs
             ]
             for _, outputs in batch
+            if type(outputs) is not Parcels
         )
         groups, dead = routing.by_partition(finished, self.partition_names)
         return [*groups, *dead]

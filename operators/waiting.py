@@ -51,7 +51,15 @@ def encode(event: Event, arrived: float, deadline: float) -> bytes:
         (lookup, str(status), None if reason is None else str(reason), waited_ms, version)
         for lookup, status, reason, waited_ms, version in event.stages or ()
     )
-    body = (event.event_id, event.lookup_id, event.event_time, event.fields, event.origin, stages)
+    body = (
+        event.event_id,
+        event.lookup_id,
+        event.event_time,
+        event.fields,
+        event.origin,
+        stages,
+        event.seq,
+    )
     pickled = _dumps(body, 5)
     # Protocol and frame headers are the same in every event: 11 bytes saved each.
     skip = 11 if pickled[2] == _FRAME_OP else 2
@@ -67,10 +75,14 @@ def decode(blob: bytes, loads: Loads = pickle.loads) -> tuple[Event, float, floa
     handed passes `loads_untrusted`.
     """
     arrived, deadline = _TIMES.unpack_from(blob)
-    event_id, lookup_id, event_time, fields, origin, stages = loads(blob[_BODY_AT:])
+    body = loads(blob[_BODY_AT:])
+    if len(body) == 6:  # encoded by a version without `seq`: older than any copy since
+        body = (*body, 0)
+    event_id, lookup_id, event_time, fields, origin, stages, seq = body
     if stages:
         stages = tuple(_outcome(*stage) for stage in stages)
-    return _new(Event, (event_id, lookup_id, event_time, fields, origin, stages)), arrived, deadline
+    event = _new(Event, (event_id, lookup_id, event_time, fields, origin, stages, seq))
+    return event, arrived, deadline
 
 
 def loads_untrusted(data: bytes) -> Any:

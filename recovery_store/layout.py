@@ -96,6 +96,8 @@ def waiting_events(store: Store, step_id: str) -> int | None:
                 state = loads(snap.data)
             except Exception:  # Whatever the bytes are, they are not state of ours.
                 return None
+            if isinstance(state, tuple) and state and isinstance(state[0], list):
+                state = state[0]  # a join's: its held events first (`operators.parking`)
             total += len(state) if isinstance(state, list) else 0
     return total
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from operators.enrichment import HELD, Pending, restore
+from operators.enrichment import HELD, Pending
+from operators.parking import waiting_in
 from operators.records import Event
 from operators.waiting import loads_untrusted
 from recovery_store.resume import ResumePoint, resume_point, resume_problems, resume_snapshots
@@ -146,6 +147,18 @@ def _is_encoded_list(state: object) -> bool:
     return isinstance(state, list) and bool(state) and all(type(item) is bytes for item in state)
 
 
+def _is_join_state(state: object) -> bool:
+    """A parking join's state: its held events, its book and its segments' totals."""
+    return (
+        isinstance(state, tuple)
+        and len(state) == 3
+        and isinstance(state[0], list)
+        and all(type(item) is bytes for item in state[0])
+        and isinstance(state[1], dict)
+        and isinstance(state[2], dict)
+    )
+
+
 def _kind(state: object) -> str:
     if state is None:
         return "none"
@@ -198,8 +211,8 @@ def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
             continue
         try:
             state = loads(snap.data)
-            if _is_encoded_list(state):
-                state = restore(state, loads_untrusted)  # type: ignore[arg-type]
+            if _is_encoded_list(state) or _is_join_state(state):
+                state = waiting_in(state, loads_untrusted)
         except Exception as exc:
             raise SnapshotError(
                 f"snapshot of step {snap.step_id!r} key {snap.state_key!r} epoch {snap.epoch} "

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from config.connections import OracleConnection
 from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.sql import bound_columns, create_statements, stamped_columns
+from sinks.sql import bound_columns, create_statements, overwrite_condition, stamped_columns
 from sinks.table import MAX_TEXT, ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
@@ -213,7 +213,8 @@ def merge_sql(table: Table) -> str:
         f"MERGE INTO {_quote(table.name)} t "
         f"USING (SELECT {source} FROM dual) s "
         f"ON (t.{_quote(table.key)} = s.{_quote(table.key)}) "
-        f"WHEN MATCHED THEN UPDATE SET {updates} "
+        f"WHEN MATCHED THEN UPDATE SET {updates}"
+        f"{overwrite_condition(table, 'oracle', 't', 's')} "
         f"WHEN NOT MATCHED THEN INSERT ({names}) VALUES ({values})"
     )
 

@@ -22,6 +22,20 @@ def stamped_columns(table: Table) -> list[str]:
     return [column.name for column in table.schema() if column.type == "timestamp"]
 
 
+def overwrite_condition(table: Table, database: Database, target: str, incoming: str) -> str:
+    """The upsert's WHERE: a row is overwritten by a copy that arrived no earlier.
+
+    `target` and `incoming` name the stored and the new row as the dialect's
+    upsert does. A row without a number (written before the column existed,
+    see docs/OPERATIONS.md) is always overwritten. Empty when the table has
+    no order column.
+    """
+    if table.order is None:
+        return ""
+    column = quote(table.order, database)
+    return f" WHERE {target}.{column} IS NULL OR {incoming}.{column} >= {target}.{column}"
+
+
 def create_statements(
     table: Table, database: Database, types: Mapping[ColumnType, str], if_not_exists: bool
 ) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.sql import bound_columns, create_statements, stamped_columns
+from sinks.sql import bound_columns, create_statements, overwrite_condition, stamped_columns
 from sinks.table import ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
@@ -53,6 +53,7 @@ def upsert_sql(table: Table) -> str:
     return (
         f"INSERT INTO {_quote(table.name)} ({names}) VALUES ({values}) "
         f"ON CONFLICT ({_quote(table.key)}) DO UPDATE SET {updates}"
+        + overwrite_condition(table, "sqlite", _quote(table.name), "excluded")
     )
 
 

@@ -25,6 +25,10 @@ the database when the row is first written, never bound."""
 KEY_COLUMN = "event_id"
 """The primary key: upserting on it makes every replay overwrite, never duplicate."""
 
+ORDER_COLUMN = "arrival_seq"
+"""The event's arrival number (`operators.arrival`): a row is overwritten only by a copy
+that arrived no earlier, whichever reached the sink first."""
+
 INDEXED = ("lookup_id",)
 """The enriched table's columns with an index of their own, besides the key."""
 
@@ -58,6 +62,7 @@ _LEADING: tuple[Column, ...] = (
     Column("miss_reason", "str", True),
     Column("waited_ms", "float", False),
     Column("ref_version", "number", True),
+    Column("arrival_seq", "int", False),
 )
 _STAGES = Column("stages", "json", False)
 _ATTRIBUTES = Column("attributes", "json", True)
@@ -82,6 +87,11 @@ class Table(Protocol):
 
     def indexed(self) -> tuple[str, ...]:
         """Columns that get an index of their own, for lookups besides the key."""
+        ...
+
+    @property
+    def order(self) -> str | None:
+        """The column an overwrite must not lower (`sinks.sql.overwrite_condition`); None: any."""
         ...
 
 
@@ -140,6 +150,10 @@ class EnrichedTable:
     def indexed(self) -> tuple[str, ...]:
         return INDEXED
 
+    @property
+    def order(self) -> str:
+        return ORDER_COLUMN
+
     def columns(self) -> tuple[str, ...]:
         """Every column name, in the order of `params`."""
         return tuple(column.name for column in self._schema)
@@ -162,6 +176,7 @@ class EnrichedTable:
             None if rec.miss_reason is None else rec.miss_reason.value,
             rec.waited_ms,
             rec.version,
+            event.seq,
             *(fields.get(name) for name in self._event_names),
             *reference,
             json.dumps([_stage(outcome) for outcome in event.stages], separators=(",", ":")),
@@ -219,6 +234,10 @@ class DeadLetterTable:
 
     def indexed(self) -> tuple[str, ...]:
         return ()
+
+    @property
+    def order(self) -> None:
+        return None
 
     def params(
         self, rec: Joined, values: Mapping[str, Any], code: str, detail: str

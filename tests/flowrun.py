@@ -17,14 +17,15 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from operators.enrichment import Pending, restore
+from operators.enrichment import Pending
+from operators.parking import waiting_in
 from recovery_store import resume
 from recovery_store.store import read_store
 from recovery_store.unpickle import loads
 
 ROOT = Path(__file__).resolve().parents[1]
-ENRICH_STEP_PREFIX = "enrich.enrich_"
-"""Each lookup's stateful step is `enrich_<lookup name>`."""
+ENRICH_STEP_PREFIXES = ("enrich.enrich_", "enrich.park_")
+"""Each lookup's join is `enrich_<lookup name>`, the segments of its misses `park_<lookup name>`."""
 INPUT_STEP = "enrich.input"
 
 
@@ -120,9 +121,9 @@ def resume_point(recovery: Path) -> ResumePoint:
         state: Any = None if snap.data is None else loads(snap.data)
         if snap.step_id == INPUT_STEP and state is not None:
             offsets[snap.state_key] = state
-        elif snap.step_id.startswith(ENRICH_STEP_PREFIX) and state:
-            lookup = snap.step_id.removeprefix(ENRICH_STEP_PREFIX)
-            pending.setdefault(lookup, []).extend(restore(state))
+        elif snap.step_id.startswith(ENRICH_STEP_PREFIXES) and state:
+            lookup = snap.step_id.split("_", 1)[1]
+            pending.setdefault(lookup, []).extend(waiting_in(state))
     return ResumePoint(point.epoch, offsets, pending)
 
 

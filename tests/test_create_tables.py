@@ -91,7 +91,8 @@ def test_print_shows_the_ddl_and_touches_no_database(
     assert out == [
         'CREATE TABLE IF NOT EXISTS "enriched_events" ("event_id" TEXT PRIMARY KEY NOT NULL, '
         '"lookup_id" TEXT NOT NULL, "event_time" REAL, "status" TEXT NOT NULL, '
-        '"miss_reason" TEXT, "waited_ms" REAL NOT NULL, "ref_version" NUMERIC, "price" REAL, '
+        '"miss_reason" TEXT, "waited_ms" REAL NOT NULL, "ref_version" NUMERIC, '
+        '"arrival_seq" INTEGER NOT NULL, "price" REAL, '
         '"size" INTEGER, "cusip" TEXT, "name" TEXT, "sector" TEXT, "exchange_id" TEXT, '
         '"exchange_name" TEXT, "exchange_country" TEXT, "stages" TEXT NOT NULL, '
         '"attributes" TEXT);',

@@ -57,8 +57,9 @@ def test_a_fresh_run_appends_to_the_dead_letters_of_an_earlier_run(tmp_path: Pat
 
     with closing(sqlite3.connect(config.sqlite_path)) as conn, conn:
         conn.execute(
-            "INSERT INTO enriched_events (event_id, lookup_id, status, waited_ms, stages) "
-            "VALUES ('from an earlier run', 'X', 'enriched', 0, '[]')"
+            "INSERT INTO enriched_events "
+            "(event_id, lookup_id, status, waited_ms, arrival_seq, stages) "
+            "VALUES ('from an earlier run', 'X', 'enriched', 0, 0, '[]')"
         )
 
     run_main(build_flow(config))

@@ -126,7 +126,11 @@ def check(records: list[RawRecord], outcome: Outcome) -> None:
         assert places.count(True) == 1, (raw, places)
     last: dict[str, Joined] = {}
     for rec in outcome.written:
-        if rec.event.origin not in outcome.refused:
+        kept = last.get(rec.event.event_id)
+        # The sink keeps the copy that arrived last, whatever order they are written in.
+        if rec.event.origin not in outcome.refused and (
+            kept is None or rec.event.seq >= kept.event.seq
+        ):
             last[rec.event.event_id] = rec
     assert set(outcome.rows) == set(last)
     for event_id, rec in last.items():

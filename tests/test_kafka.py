@@ -91,14 +91,16 @@ def read_table(db: Path) -> dict[str, Row]:
 
 
 def without_wall_clock(table: dict[str, Row]) -> dict[str, Row]:
-    """Rows without the waits, which are wall-clock time, also in each lookup's outcome."""
+    """Rows without the waits and arrival numbers, which are wall-clock time (the waits also
+    in each lookup's outcome)."""
 
     def steady(row: Row) -> Row:
         stages = [
             {k: v for k, v in stage.items() if k != "waited_ms"}
             for stage in json.loads(row["stages"])
         ]
-        return {**{k: v for k, v in row.items() if k != "waited_ms"}, "stages": stages}
+        kept = {k: v for k, v in row.items() if k not in {"waited_ms", "arrival_seq"}}
+        return {**kept, "stages": stages}
 
     return {key: steady(row) for key, row in table.items()}
 

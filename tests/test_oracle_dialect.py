@@ -111,6 +111,12 @@ def test_merge_binds_each_value_once_and_quotes_upper_case_names() -> None:
     assert names and all(name == name.upper() for name in names)
 
 
+def test_the_merge_never_lets_an_earlier_copy_overwrite_a_later_one() -> None:
+    update = merge_sql(TABLE).split("WHEN MATCHED THEN UPDATE SET ")[1].split(" WHEN NOT")[0]
+    assert update.endswith(' WHERE t."ARRIVAL_SEQ" IS NULL OR s."ARRIVAL_SEQ" >= t."ARRIVAL_SEQ"')
+    assert " WHERE " not in merge_sql(LETTERS), "dead letters have no arrival order"
+
+
 def test_the_dead_letter_merge_stamps_the_first_write_only() -> None:
     sql = merge_sql(LETTERS)
     assert len(re.findall(r":\d+", sql)) == 7
@@ -143,7 +149,7 @@ def test_tables_get_bounded_strings_a_key_and_an_index_on_lookup_id() -> None:
 def test_bind_types_come_from_the_table_not_from_a_first_row_of_nulls() -> None:
     rows = [
         (None,) * len(TABLE.columns()),
-        ("e1", "A", 1.5, "enriched", None, 0.0, 2.0, 9.5, 4, True, "N", "[]", '{"a":1}'),
+        ("e1", "A", 1.5, "enriched", None, 0.0, 2.0, 7, 9.5, 4, True, "N", "[]", '{"a":1}'),
     ]
     assert input_sizes(TABLE, rows) == [
         oracledb.DB_TYPE_VARCHAR,
@@ -152,6 +158,7 @@ def test_bind_types_come_from_the_table_not_from_a_first_row_of_nulls() -> None:
         oracledb.DB_TYPE_VARCHAR,
         oracledb.DB_TYPE_VARCHAR,
         oracledb.DB_TYPE_BINARY_DOUBLE,
+        oracledb.DB_TYPE_NUMBER,
         oracledb.DB_TYPE_NUMBER,
         oracledb.DB_TYPE_BINARY_DOUBLE,
         oracledb.DB_TYPE_NUMBER,
@@ -172,7 +179,22 @@ def test_bind_types_come_from_the_table_not_from_a_first_row_of_nulls() -> None:
     ],
 )
 def test_json_longer_than_a_varchar_bind_binds_as_clob(attributes: str, bind: Any) -> None:
-    row = ("e1", "A", None, "enriched", None, 0.0, None, None, None, None, None, "[]", attributes)
+    row = (
+        "e1",
+        "A",
+        None,
+        "enriched",
+        None,
+        0.0,
+        None,
+        1,
+        None,
+        None,
+        None,
+        None,
+        "[]",
+        attributes,
+    )
     assert input_sizes(TABLE, [row])[-1] is bind
 
 
@@ -210,7 +232,7 @@ ROWS = [("e0", "A"), ("e1", "B"), ("e2", "C")]
 def write(*errors: _Error) -> tuple[list[RowError], RecordingCursor]:
     cursor = RecordingCursor(list(errors))
     table = EnrichedTable("t", (), (("name", "str"),), frozenset())
-    rows = [(*row, None, "enriched", None, 0.0, None, "N", "[]", None) for row in ROWS]
+    rows = [(*row, None, "enriched", None, 0.0, None, 1, "N", "[]", None) for row in ROWS]
     refused = DIALECT.write(RecordingConnection(cursor), table, rows)
     return refused, cursor
 

@@ -39,11 +39,13 @@ def run(work: Path, args: list[str], env: dict[str, str], log: str, entry: str) 
 
 
 def table(db: Path, name: str) -> list[tuple[Any, ...]]:
-    """Every row, by key, without `waited_ms`: it measures wall-clock time."""
+    """Every row, by key, without `waited_ms` and `arrival_seq`: they come from the wall clock."""
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         names = [row[1] for row in conn.execute(f'PRAGMA table_info("{name}")')]
         kept = ", ".join(
-            steady_column(n) for n in names if n not in {"waited_ms", "dead_lettered_at"}
+            steady_column(n)
+            for n in names
+            if n not in {"waited_ms", "arrival_seq", "dead_lettered_at"}
         )
         return conn.execute(f'SELECT {kept} FROM "{name}" ORDER BY 1').fetchall()
 

@@ -6,6 +6,7 @@ import json
 from zlib import crc32
 
 from operators import routing, steps
+from operators.arrival import ArrivalNumbers
 from operators.chain import Stage
 from operators.decode import DecodedBatch, Decoder, ReferenceSchema
 from operators.records import (
@@ -95,6 +96,35 @@ def test_decode_and_route_groups_each_lookup_by_shard_and_ends_with_dead_letters
     assert exchange[shard_of("X1")][0] == RefUpdate("X1", ("UK",), 1, "exchange/0/1")
     assert all(items[-1] == marker for items in exchange.values())
     assert len(seen) == 1 and seen[0][1] == 4 and seen[0][0].events == 2
+
+
+def test_events_are_numbered_in_arrival_order_across_batches_and_a_still_clock() -> None:
+    """Copies of an event id are told apart by arrival even when the clock stands still
+    or steps back."""
+    clock = iter([1_000, 1_000, 900])
+    route = steps.DecodeAndRoute(
+        DECODER, ["security", "exchange"], SHARDS, numbers=ArrivalNumbers(lambda: next(clock))
+    )
+    batches = [[raw_event("e1", "S1"), raw_event("e1", "S1")], [raw_event("e1", "S1")]] * 2
+    numbers = [e.seq for batch in batches[:3] for _, (_, items) in route(batch) for e in items]
+    assert numbers == [1_000, 1_001, 1_002, 1_003, 1_004]
+
+
+def test_the_arrival_number_goes_through_the_chain_to_the_record() -> None:
+    rec = enriched("e1", "S1", ("XLON",))
+    rec = rec._replace(event=rec.event._replace(seq=42))
+    [(_, [event])] = steps.HandOn(SECURITY, "exchange_id", SHARDS)([("00", [rec])])
+    assert event.seq == 42
+    joined = Joined(event, ("UK",), 1, Status.ENRICHED, None, 0.0)
+    to_sink = steps.ToSink(EXCHANGE, ("exchange_id",), "security_id", ["0"])
+    [(_, [final])] = to_sink([("00", [joined])])
+    assert final.event.seq == 42
+
+
+def test_numbers_follow_the_clock_when_it_moved_on() -> None:
+    """Wall-clock nanoseconds: a restarted process numbers above what the last one wrote."""
+    numbers = ArrivalNumbers(iter([5, 50]).__next__)
+    assert numbers.take(3) == 5 and numbers.take(1) == 50
 
 
 def test_hand_on_rekeys_enriched_events_by_the_next_field_and_passes_dead_letters() -> None:

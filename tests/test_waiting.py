@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from parked import ParkedShard
 from test_recovery_store import ENRICH, SNAPS_0, SNAPS_1, insert, new_store
 
 from dataflows.flow import enrich_config
@@ -42,6 +43,7 @@ events = st.builds(
     st.dictionaries(st.text(), json_values, max_size=5),
     st.text(),
     st.lists(outcomes, max_size=3).map(tuple),
+    st.integers(0, 2**63 - 1),
 )
 
 
@@ -61,6 +63,14 @@ def event(event_id: str, key: str) -> Event:
     return Event(event_id, key, None, {"id": event_id, "price": 1.5}, f"t/0/{event_id}")
 
 
+def test_an_encoding_of_the_version_without_arrival_numbers_decodes_as_number_0() -> None:
+    """Its copies arrived before any numbered one, and 0 is below every number."""
+    old = event("e1", "A")
+    body = (old.event_id, old.lookup_id, old.event_time, old.fields, old.origin, ())
+    blob = struct.pack("<dd", 1.0, 11.0) + pickle.dumps(body, 5)[2:]
+    assert decoded(blob) == Pending(old._replace(seq=0), 1.0, 11.0)
+
+
 def test_a_snapshot_of_the_earlier_version_holding_pending_objects_resumes() -> None:
     config = EnrichConfig(timeout_seconds=10.0, wait_for_reference=False)
     old = [Pending(event("e2", "B"), 2.0, 12.0), Pending(event("e1", "A"), 1.0, 11.0)]
@@ -69,6 +79,30 @@ def test_a_snapshot_of_the_earlier_version_holding_pending_objects_resumes() -> 
     assert sorted(restore(shard.snapshot())) == sorted(old)
     released = shard.process([RefUpdate("A", ("Alpha",), 1, "r")], now=3.0)
     assert [(r.event, r.status) for r in released] == [(old[1].event, Status.LATE_ENRICHED)]
+
+
+def test_waiting_events_kept_in_the_join_by_the_earlier_version_are_parked_on_resume() -> None:
+    """A store written before parking holds waiting events in the join's shard keys: the
+    join parks them in the segments of the second they started waiting, deadline kept."""
+    config = EnrichConfig(timeout_seconds=10.0, wait_for_reference=False)
+    earlier = ShardEnricher(config)
+    earlier.process([event("e1", "A"), event("e2", "B")], now=1.5)
+    earlier.process([event("e3", "A")], now=2.5)
+    shard = ParkedShard(config, (pickle.loads(pickle.dumps(earlier.snapshot())), {}))
+    assert shard.join.next_deadline() == 0.0, "parks at once, by a notification"
+    assert shard.expire(now=3.0) == [] and sorted(shard.segments) == ["s/1", "s/2"]
+    assert shard.join.next_deadline() == 12.0 and shard.join.pending_count == 3
+    released = shard.process([RefUpdate("A", ("Alpha",), 1, "r")], now=4.0)
+    assert [(r.event.event_id, r.status) for r in released] == [
+        ("e1", Status.LATE_ENRICHED),
+        ("e3", Status.LATE_ENRICHED),
+    ]
+    out = shard.expire(now=11.6)
+    assert [(r.event.event_id, r.miss_reason) for r in out] == [("e2", MissReason.TIMEOUT)]
+    assert shard.segments == {}
+    # The join forgets a segment when the last deadline it can hold has passed.
+    assert shard.join.pending_count == 1 and shard.expire(now=12.0) == []
+    assert shard.join.pending_count == 0
 
 
 def test_the_memory_budget_sends_the_oldest_out_as_counted_overflow() -> None:
