@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 
 from sources.kafka_errors import KafkaFault
@@ -64,19 +64,35 @@ def stop_on_signals(finish: Callable[[], None], recovery: bool | None) -> None:
         signal.signal(signum, stop)
 
 
-def fault_in(exc: BaseException | None) -> KafkaFault | None:
-    """The first `KafkaFault` in an exception's chain of causes and contexts.
+def _chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """An exception and its causes and contexts, outermost first, each once.
 
-    Bytewax wraps an exception raised in a source in its own runtime error, so
-    the fault is found by walking the chain, not by the outer type.
+    Bytewax wraps an exception raised in a source, a sink or while building
+    one in its own runtime errors, so what the operator needs is found by
+    walking the chain, not by the outer type.
     """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KafkaFault):
-            return exc
+        yield exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
-    return None
+
+
+def fault_in(exc: BaseException | None) -> KafkaFault | None:
+    """The first `KafkaFault` in an exception's chain of causes and contexts."""
+    return next((link for link in _chain(exc) if isinstance(link, KafkaFault)), None)
+
+
+def noted_in(exc: BaseException | None) -> Exception | None:
+    """The first error in the chain that carries notes for the operator."""
+    return next(
+        (
+            link
+            for link in _chain(exc)
+            if isinstance(link, Exception) and getattr(link, "__notes__", None)
+        ),
+        None,
+    )
 
 
 def explain_stopping_errors() -> None:
@@ -92,17 +108,17 @@ def explain_stopping_errors() -> None:
 
     def hook(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         fault = fault_in(exc)
-        notes: list[str] | None = getattr(exc, "__notes__", None)
-        if fault is None and (not notes or not isinstance(exc, Exception)):
+        noted = noted_in(exc)
+        if fault is None and noted is None:
             default(kind, exc, tb)
             return
         log.debug("the error's traceback:\n%s", "".join(traceback.format_exception(exc)))
         if fault is not None:
             print(f"dataflow stopped: {fault}", file=sys.stderr, flush=True)
-        else:
+        elif noted is not None:
             print(
-                f"enrich: stopped: {kind.__name__}: {exc}",
-                *(notes or ()),
+                f"enrich: stopped: {type(noted).__name__}: {noted}",
+                *noted.__notes__,
                 sep="\n",
                 file=sys.stderr,
             )

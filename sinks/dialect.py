@@ -70,6 +70,10 @@ class Dialect(Protocol[C]):
         """DDL for the table, its key and its indexes."""
         ...
 
+    def missing_columns(self, conn: C, table: Table) -> list[str]:
+        """The columns an existing table lacks: one created by an earlier version."""
+        ...
+
     def already_exists(self, exc: BaseException) -> bool:
         """Whether a DDL statement failed only because its object exists (a concurrent start)."""
         ...

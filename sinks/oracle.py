@@ -22,7 +22,13 @@ from pydantic import SecretStr
 from config.connections import OracleConnection
 from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.sql import bound_columns, create_statements, overwrite_condition, stamped_columns
+from sinks.sql import (
+    bound_columns,
+    create_statements,
+    missing_columns,
+    overwrite_condition,
+    stamped_columns,
+)
 from sinks.table import MAX_TEXT, ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
@@ -348,6 +354,9 @@ class OracleDialect:
 
     def create_statements(self, table: Table) -> list[str]:
         return create_statements(table, "oracle", _TYPES, if_not_exists=False)
+
+    def missing_columns(self, conn: oracledb.Connection, table: Table) -> list[str]:
+        return missing_columns(conn, table, "oracle")
 
     def already_exists(self, exc: BaseException) -> bool:
         error = _error_of(exc)

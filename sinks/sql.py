@@ -7,6 +7,7 @@ are quoted by `operators.identifiers.quote`, the one quoting of the product.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from operators.identifiers import Database, quote
 from sinks.table import ColumnType, Table, index_name
@@ -56,3 +57,23 @@ def create_statements(
             for column in table.indexed()
         ),
     ]
+
+
+def columns_probe(table: Table, database: Database) -> str:
+    """A query that returns no row, whose description names the table's columns as it is."""
+    return f"SELECT * FROM {quote(table.name, database)} WHERE 1 = 0"
+
+
+def missing_columns(conn: Any, table: Table, database: Database) -> list[str]:
+    """The columns of `table.schema()` an existing table lacks (created by an earlier version).
+
+    Names compare without regard to case: SQLite ignores it, and Oracle reports
+    unquoted names in upper case.
+    """
+    cursor = conn.cursor()
+    try:
+        cursor.execute(columns_probe(table, database))
+        present = {str(column[0]).lower() for column in cursor.description or ()}
+    finally:
+        cursor.close()
+    return [column.name for column in table.schema() if column.name.lower() not in present]

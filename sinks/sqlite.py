@@ -12,7 +12,13 @@ from typing import Any
 
 from operators.identifiers import quote
 from sinks.dialect import RowError
-from sinks.sql import bound_columns, create_statements, overwrite_condition, stamped_columns
+from sinks.sql import (
+    bound_columns,
+    create_statements,
+    missing_columns,
+    overwrite_condition,
+    stamped_columns,
+)
 from sinks.table import ColumnType, Table
 
 _TYPES: dict[ColumnType, str] = {
@@ -113,6 +119,9 @@ class SqliteDialect:
 
     def create_statements(self, table: Table) -> list[str]:
         return create_statements(table, "sqlite", _TYPES, if_not_exists=True)
+
+    def missing_columns(self, conn: sqlite3.Connection, table: Table) -> list[str]:
+        return missing_columns(conn, table, "sqlite")
 
     def already_exists(self, exc: BaseException) -> bool:
         return False

@@ -94,6 +94,9 @@ class FlakyDialect:
     def create_statements(self, table: Table) -> list[str]:
         return self.inner.create_statements(table)
 
+    def missing_columns(self, conn: FlakyConnection, table: Table) -> list[str]:
+        return self.inner.missing_columns(conn.conn, table)
+
     def already_exists(self, exc: BaseException) -> bool:
         return self.inner.already_exists(exc)
 

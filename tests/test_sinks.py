@@ -18,7 +18,7 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
 from operators.records import Event, Joined, MissReason, Outcome, Status
-from sinks.schema import create_tables
+from sinks.schema import TableOutdated, create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
 from sinks.upsert import UpsertSink
@@ -412,3 +412,20 @@ def test_a_row_written_before_arrival_numbers_is_overwritten(dialect: SqliteDial
         conn.commit()
     write(dialect, [arrived(enriched("e1", name="Now"), 1)])
     assert stored(dialect)["e1"]["name"] == "Now"
+
+
+def test_a_table_of_an_earlier_version_is_refused_at_start_naming_the_missing_column(
+    dialect: SqliteDialect,
+) -> None:
+    """Refused before the first batch, with what to do; never a failure on every write."""
+    create_tables(dialect, TABLE)
+    with closing(sqlite3.connect(dialect.path)) as conn:  # as an earlier version made it
+        conn.execute(f"ALTER TABLE {TABLE.name} DROP COLUMN arrival_seq")
+        conn.commit()
+    with pytest.raises(TableOutdated, match=r"lacks the column\(s\) arrival_seq.*OPERATIONS"):
+        sink(dialect).build_part("out", "0", None)
+    with closing(sqlite3.connect(dialect.path)) as conn:
+        conn.execute(f"ALTER TABLE {TABLE.name} ADD COLUMN arrival_seq INTEGER")
+        conn.commit()
+    write(dialect, [enriched("e1")])
+    assert list(stored(dialect)) == ["e1"]
