@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing, suppress
@@ -155,6 +157,29 @@ def test_a_permanent_sink_error_ends_with_its_sentence_not_a_traceback(tmp_path:
     assert code == 1, log
     assert "enrich: stopped: TableOutdated: table 'enriched_events' was created by an " in log
     assert "lacks the column(s) lookup_id" in log
+    assert "This run has no recovery store (-r)" in log
+    assert "Traceback" not in log
+    assert "run summary (this process)" in log
+
+
+def test_a_permanent_error_mid_run_ends_with_its_sentence_not_a_traceback(tmp_path: Path) -> None:
+    """The tables fit, but writing a row fails for good (a trigger naming a table that is
+    gone): the dataflow stops at the first batch with the sentence and its note."""
+    env = flow_env(tmp_path, demo_events=500, demo_references=50)
+    created = subprocess.run(
+        [sys.executable, "-m", "commands", "create-tables"], cwd=tmp_path, env=env, check=False
+    )
+    assert created.returncode == 0
+    with closing(sqlite3.connect(tmp_path / "enriched.sqlite")) as conn:
+        conn.execute(
+            "CREATE TRIGGER broken BEFORE INSERT ON enriched_events "
+            "BEGIN INSERT INTO audit_gone VALUES (NEW.event_id); END"
+        )
+        conn.commit()
+    code = start_flow(tmp_path, [], env, "run.log").wait(timeout=RUN_TIMEOUT)
+    log = (tmp_path / "run.log").read_text()
+    assert code == 1, log
+    assert "enrich: stopped: OperationalError: no such table: main.audit_gone" in log
     assert "This run has no recovery store (-r)" in log
     assert "Traceback" not in log
     assert "run summary (this process)" in log
