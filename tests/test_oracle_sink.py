@@ -203,6 +203,33 @@ def test_merge_inserts_then_overwrites_every_column(
     assert (miss["cusip"], miss["name"], miss["ref_version"]) == (None, None, None)
 
 
+def test_an_earlier_copy_never_overwrites_a_later_one(
+    dialect: OracleDialect, tables: tuple[EnrichedTable, DeadLetterTable]
+) -> None:
+    """The MERGE's WHERE on `arrival_seq`, as tests/test_sinks.py checks it on SQLite: late
+    copies leave the chain by the segments and hits by the join, in either order."""
+    table, _ = tables
+
+    def arrived(rec: Joined, seq: int) -> Joined:
+        return rec._replace(event=rec.event._replace(seq=seq))
+
+    later, earlier = (
+        arrived(enriched("e1", name="Later"), 7),
+        arrived(enriched("e1", status=Status.LOOKUP_MISS), 5),
+    )
+    write(dialect, tables, [later], [earlier])
+    write(dialect, tables, [arrived(enriched("e2", name="Later"), 9)])
+    write(dialect, tables, [arrived(enriched("e2", status=Status.LOOKUP_MISS), 8)])
+    rows = stored(dialect, table)
+    assert (rows["e1"]["name"], rows["e1"]["arrival_seq"]) == ("Later", 7)
+    assert (rows["e2"]["name"], rows["e2"]["arrival_seq"]) == ("Later", 9)
+    write(dialect, tables, [arrived(enriched("e1", name="Again"), 7)])
+    write(dialect, tables, [arrived(enriched("e2", status=Status.LOOKUP_MISS), 10)])
+    rows = stored(dialect, table)
+    assert rows["e1"]["name"] == "Again"
+    assert (rows["e2"]["status"], rows["e2"]["arrival_seq"]) == ("lookup_miss", 10)
+
+
 def test_types_survive_the_round_trip(
     dialect: OracleDialect, tables: tuple[EnrichedTable, DeadLetterTable]
 ) -> None:
