@@ -290,17 +290,19 @@ def kafka_table(results: dict[str, list[dict[str, float]]], events: int) -> list
     product_rate = _median(results[PRODUCT], "rate")
     plain_rate = _median(results[PLAIN], "rate")
     lines = [
-        "| contender | events/s (first read → last out) | events/s (process wall) "
+        "| contender | events/s (first read → last out) | rounds' range | events/s (process wall) "
         "| ratio to product | ratio to plain loop | note |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         rate = _median(runs, "rate")
+        low, high = (f(run["rate"] for run in runs) / 1000 for f in (min, max))
         note = ""
         if "misses" in runs[0]:
             note = f"{_median(runs, 'misses'):.1%} misses (no waiting for rows)"
         lines.append(
-            f"| {name} | {rate:,.0f} | {events / _median(runs, 'wall'):,.0f} "
+            f"| {name} | {rate:,.0f} | {low:,.1f} to {high:,.1f} K "
+            f"| {events / _median(runs, 'wall'):,.0f} "
             f"| {rate / product_rate:.2f} | {rate / plain_rate:.2f} | {note} |"
         )
     return lines
@@ -309,16 +311,47 @@ def kafka_table(results: dict[str, list[dict[str, float]]], events: int) -> list
 DEMO = {"-w 1": (1, 1), "-w 2 (threads, one process)": (2, 1), "2 processes (-i/-a)": (1, 2)}
 
 
-def demo_table(events: int, references: int, rounds: int) -> list[str]:
+def demo_rounds(events: int, references: int, rounds: int) -> dict[str, list[float]]:
+    """Wall seconds of each way of running the demo, taking turns round by round."""
     seconds: dict[str, list[float]] = {name: [] for name in DEMO}
     for _ in range(rounds):
         for name, (workers, processes) in DEMO.items():
             seconds[name].append(run_demo(events, references, workers, processes))
+    return seconds
+
+
+def demo_table(seconds: dict[str, list[float]], events: int) -> list[str]:
     one = statistics.median(seconds["-w 1"])
     lines = ["| the demo | events/s (wall) | ratio to -w 1 |", "|---|---|---|"]
     for name, runs in seconds.items():
         wall = statistics.median(runs)
         lines.append(f"| {name} | {events / wall:,.0f} | {one / wall:.2f} |")
+    return lines
+
+
+def goals_table(
+    results: dict[str, list[dict[str, float]]],
+    demo: dict[str, list[float]],
+    latency_row: str,
+    rate: int,
+) -> list[str]:
+    """Issue 17's goals against this run's medians."""
+    product_rate, null_rate, plain_rate = (
+        _median(results[name], "rate") for name in (PRODUCT, NULL_SINK, PLAIN)
+    )
+    threads = statistics.median(demo["-w 1"]) / statistics.median(
+        demo["-w 2 (threads, one process)"]
+    )
+    p99 = float(latency_row.split("|")[4])
+    goals = [
+        ("product ≥ 0.8 of the plain loop", f"{product_rate / plain_rate:.2f}",
+         product_rate >= 0.8 * plain_rate),
+        ("null sink ≥ 300 K events/s", f"{null_rate / 1000:,.1f} K", null_rate >= 300_000),
+        ("demo -w 2 ≥ 1.5 times -w 1", f"{threads:.2f}", threads >= 1.5),
+        (f"p99 ≤ 100 ms at {rate:,}/s", f"{p99:,.0f} ms", p99 <= 100),
+    ]  # fmt: skip
+    lines = ["| goal | measured | met |", "|---|---|---|"]
+    lines += [f"| {goal} | {value} | {'yes' if met else 'no'} |" for goal, value, met in goals]
     return lines
 
 
@@ -374,9 +407,13 @@ def main() -> None:
         f"\n### The demo, {args.demo_events:,} events, {args.rows:,} reference rows, "
         f"medians of {args.rounds} interleaved rounds\n"
     )
-    print("\n".join(demo_table(args.demo_events, args.rows, args.rounds)))
+    demo = demo_rounds(args.demo_events, args.rows, args.rounds)
+    print("\n".join(demo_table(demo, args.demo_events)))
     print(f"\n### Latency, {args.rate:,} events/s offered for {args.seconds} s\n")
-    print("\n".join(bench_kafka.bench_latency([args.rate], args.seconds, args.rows)))
+    latency = bench_kafka.bench_latency([args.rate], args.seconds, args.rows)
+    print("\n".join(latency))
+    print('\n### Goals of issue 17 ("Lean path")\n')
+    print("\n".join(goals_table(results, demo, latency[-1], args.rate)))
 
 
 if __name__ == "__main__":
