@@ -259,7 +259,7 @@ def quix(python: str) -> Callable[[str, int], dict[str, float]]:
 PRODUCT = "the product (Kafka → enrich → SQLite, 1 worker, recovery on)"
 NULL_SINK = "the product, null sink (counts rows, no database)"
 PLAIN = f"plain loop (consume(10000) → {PARSER} → dict → executemany, WAL, lookup_id index)"
-NAIVE = "naive Bytewax (KafkaSource → json → key_on → stateful_map, no database)"
+NAIVE = f"naive Bytewax (KafkaSource → {PARSER} → key_on → stateful_map, no database)"
 QUIX = "Quix Streams join_asof (no database)"
 
 

@@ -46,7 +46,7 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
             "| the product (Kafka → enrich → SQLite, 1 worker, recovery on) |",
             "| the product, null sink (counts rows, no database) |",
             "| plain loop (consume(10000) →",
-            "| naive Bytewax (KafkaSource → json → key_on → stateful_map, no database) |",
+            "| naive Bytewax (KafkaSource →",
             "Quix Streams: not run",
             "| -w 2 (threads, one process) |",
             "| 2 processes (-i/-a) |",
