@@ -104,12 +104,12 @@ def _read_to_end(consumer: Consumer, topic: str, handle: Callable[[list[Any]], N
 def plain_loop(bootstrap: str, events: int) -> dict[str, float]:
     """The ceiling a Python program reaches: no framework, no state handling, no guarantees."""
     consumer = _consumer(bootstrap)
-    table: dict[bytes, tuple[Any, ...]] = {}
+    table: dict[str, tuple[Any, ...]] = {}
 
     def load(batch: list[Any]) -> None:
         for msg in batch:
             row = loads(msg.value())
-            table[msg.key()] = (row["cusip"], row["name"], row["sector"])
+            table[msg.key().decode()] = (row["cusip"], row["name"], row["sector"])
 
     _read_to_end(consumer, "reference", load)
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,7 +137,7 @@ def plain_loop(bootstrap: str, events: int) -> dict[str, float]:
                         event["ts"],
                         event["price"],
                         event["size"],
-                        *table.get(lookup_id.encode(), missing),
+                        *table.get(lookup_id, missing),
                     )
                 )
             db.execute("BEGIN")
@@ -209,21 +209,20 @@ CHILDREN: dict[str, Callable[[str, int], dict[str, float]]] = {
 }
 
 
-def in_child(name: str, bootstrap: str, events: int) -> dict[str, float]:
-    """One contender of this file in a fresh interpreter; adds its wall seconds."""
+def _timed(what: str, command: list[str], env: dict[str, str]) -> dict[str, float]:
+    """Runs a contender's process; its last line of output (JSON) plus its wall seconds."""
     started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, __file__, "_child", name, bootstrap, str(events)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
     wall = time.perf_counter() - started
     if result.returncode != 0:
-        raise RuntimeError(f"{name}: {result.stderr[-3000:]}")
+        raise RuntimeError(f"{what}: {result.stderr[-3000:]}")
     return {**json.loads(result.stdout.strip().splitlines()[-1]), "wall": wall}
+
+
+def in_child(name: str, bootstrap: str, events: int) -> dict[str, float]:
+    """One contender of this file in a fresh interpreter."""
+    command = [sys.executable, __file__, "_child", name, bootstrap, str(events)]
+    return _timed(name, command, {**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def product(stage: str) -> Callable[[str, int], dict[str, float]]:
@@ -238,20 +237,14 @@ def product(stage: str) -> Callable[[str, int], dict[str, float]]:
 
 
 def quix(python: str) -> Callable[[str, int], dict[str, float]]:
-    """Quix Streams' `join_asof` (bench/lean_quix.py), run by an interpreter that has it."""
+    """Quix Streams' `join_asof` (bench/lean_quix.py), run by an interpreter that has it.
+
+    Without this project on its path: that interpreter has none of its packages.
+    """
 
     def run(bootstrap: str, events: int) -> dict[str, float]:
-        started = time.perf_counter()
-        result = subprocess.run(
-            [python, str(ROOT / "bench" / "lean_quix.py"), bootstrap, str(events)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        wall = time.perf_counter() - started
-        if result.returncode != 0:
-            raise RuntimeError(f"Quix Streams: {result.stderr[-3000:]}")
-        return {**json.loads(result.stdout.strip().splitlines()[-1]), "wall": wall}
+        command = [python, str(ROOT / "bench" / "lean_quix.py"), bootstrap, str(events)]
+        return _timed("Quix Streams", command, dict(os.environ))
 
     return run
 
