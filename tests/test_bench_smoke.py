@@ -40,6 +40,19 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
         ["bench_kafka.py", "all", "--smoke"],
         ["| database |", "| 500 | 500 |"],
     ),
+    "lean": (
+        ["bench_lean.py", "--smoke"],
+        [
+            "| the product (Kafka → enrich → SQLite, 1 worker, recovery on) |",
+            "| the product, null sink (counts rows, no database) |",
+            "| plain loop (consume(10000) →",
+            "| naive Bytewax (KafkaSource →",
+            "Quix Streams: not run",
+            "| -w 2 (threads, one process) |",
+            "| 2 processes (-i/-a) |",
+            "| 500 | 500 |",
+        ],
+    ),
     "publisher": (
         ["bench_publisher.py", "--smoke"],
         ["| full load, empty topic, 500 rows | 500 | 500 | 0 |", "| full load again"],
