@@ -36,7 +36,7 @@ from operators.steps import ToSink
 from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect, upsert_sql
 from sinks.table import EnrichedTable
-from sinks.upsert import DEFAULT_DEAD_LETTERS
+from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink
 
 SETTINGS = load_settings()
 BATCH = 1_000
@@ -149,11 +149,22 @@ def route_steps(chain: Chain, runs: int) -> list[tuple[str, float]]:
     ]
 
 
-def sqlite_micros(chain: Chain, index: bool, runs: int) -> float:
-    """Upsert every row, one transaction per sink batch, into fresh tables; µs per row."""
+def plain_insert(table: EnrichedTable) -> str:
+    """The upsert without its ON CONFLICT clause: what the upsert adds for new rows."""
+    return upsert_sql(table).split(" ON CONFLICT")[0]
+
+
+def sqlite_micros(
+    chain: Chain, index: bool, runs: int, commit: int = SINK_BATCH, sql: str = ""
+) -> float:
+    """Write every row, one transaction per `commit` rows, into fresh tables; µs per row.
+
+    `sql` defaults to the sink's upsert; "sink" writes through the sink
+    partition itself (its metrics and checks included).
+    """
     last, earlier, field = chain.last, chain.earlier, SETTINGS.lookup_field
-    rows = [finish(r, last, earlier, field, chain.table.rows).binds for r in chain.records()]
-    sql = upsert_sql(chain.table)
+    rows = [finish(r, last, earlier, field, chain.table.rows) for r in chain.records()]
+    binds = [row.binds for row in rows]
     best = float("inf")
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -163,16 +174,56 @@ def sqlite_micros(chain: Chain, index: bool, runs: int) -> float:
                 if not index:
                     for column in chain.table.indexed():
                         conn.execute(f'DROP INDEX IF EXISTS "{chain.table.name}_{column}"')
-                started = time.perf_counter()
-                for start in range(0, len(rows), SINK_BATCH):
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.executemany(sql, rows[start : start + SINK_BATCH])
-                    conn.commit()
-                best = min(best, time.perf_counter() - started)
+                if sql == "sink":
+                    sink = UpsertSink(dialect, chain.table, 1, commit)
+                    part = sink.build_part("sink", "0", None)
+                    started = time.perf_counter()
+                    for start in range(0, len(rows), BATCH):
+                        part.write_batch([rows[start : start + BATCH]])
+                    best = min(best, time.perf_counter() - started)
+                    part.close()
+                else:
+                    statement = sql or upsert_sql(chain.table)
+                    started = time.perf_counter()
+                    for start in range(0, len(binds), commit):
+                        conn.execute("BEGIN IMMEDIATE")
+                        conn.executemany(statement, binds[start : start + commit])
+                        conn.commit()
+                    best = min(best, time.perf_counter() - started)
                 stored = conn.execute(f'SELECT count(*) FROM "{chain.table.name}"').fetchone()[0]
         if stored != len(rows):
             raise RuntimeError(f"{stored} rows stored, {len(rows)} expected")
     return best * 1e6 / len(rows)
+
+
+def sqlite_steps(chain: Chain, runs: int, sweep: bool) -> list[tuple[str, float]]:
+    out = []
+    for index in (True, False):
+        what = "with" if index else "without"
+        out.append(
+            (f"SQLite upsert, {what} the lookup_id index", sqlite_micros(chain, index, runs))
+        )
+    if sweep:
+        out.append(
+            (
+                "SQLite plain INSERT, with the index",
+                sqlite_micros(chain, True, runs, SINK_BATCH, plain_insert(chain.table)),
+            )
+        )
+        for commit in (1_000, 20_000):
+            out.append(
+                (
+                    f"SQLite upsert, with the index, commits of {commit:,}",
+                    sqlite_micros(chain, True, runs, commit),
+                )
+            )
+        out.append(
+            (
+                "the sink partition's write_batch, with the index",
+                sqlite_micros(chain, True, runs, SINK_BATCH, "sink"),
+            )
+        )
+    return out
 
 
 def main() -> None:
@@ -195,9 +246,7 @@ def main() -> None:
         label = f"{lookups} lookup{'s' if lookups > 1 else ''}"
         for step, micros in route_steps(chain, args.runs):
             print(f"| {label} | {step} | {micros:.2f} |", flush=True)
-        for index in (True, False):
-            step = f"SQLite upsert, {'with' if index else 'without'} the lookup_id index"
-            micros = sqlite_micros(chain, index, args.runs)
+        for step, micros in sqlite_steps(chain, args.runs, sweep=lookups == 2):
             print(f"| {label} | {step} | {micros:.2f} |", flush=True)
 
 
