@@ -87,6 +87,7 @@ def table(settings: Settings) -> EnrichedTable:
             {settings.lookup_field, settings.event_id_field, settings.event_time_field}
         ),
         keep_fields=bool(settings.enriched_topic),
+        lookup_index=settings.sink_lookup_index,
     )
 
 

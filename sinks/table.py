@@ -116,6 +116,9 @@ class EnrichedTable:
     unstored_fields: frozenset[str]
     keep_fields: bool = False
     """Whether sink rows keep the event's whole document (for the enriched topic)."""
+    lookup_index: bool = True
+    """Whether a table it creates gets an index on `lookup_id`: for readers that look rows
+    up by it; the sink never does, and each row costs more to write with it."""
     _schema: tuple[Column, ...] = field(init=False, repr=False, compare=False)
     rows: RowShape = field(init=False, repr=False, compare=False)
     """Builds each event's sink row, in the order of `columns`."""
@@ -153,7 +156,7 @@ class EnrichedTable:
         return self._schema
 
     def indexed(self) -> tuple[str, ...]:
-        return INDEXED
+        return INDEXED if self.lookup_index else ()
 
     @property
     def order(self) -> str:
