@@ -29,8 +29,12 @@ class Stage:
     columns: tuple[str, ...]
 
 
+_new = tuple.__new__
+"""Builds a NamedTuple from its values without its Python-level `__new__`: once per event."""
+
+
 def _outcome(stage: Stage, rec: Joined) -> Outcome:
-    return Outcome(stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version)
+    return _new(Outcome, (stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version))
 
 
 def _values(stage: Stage, rec: Joined) -> Iterable[object]:
@@ -64,12 +68,13 @@ def advance(rec: Joined, stage: Stage, next_key: str) -> Event:
 
 def overall(stages: Sequence[Outcome]) -> tuple[Status, MissReason | None]:
     """A miss anywhere makes the record a miss (with the first reason); else late if any was."""
+    late = False
     for outcome in stages:
-        if outcome.status is Status.LOOKUP_MISS:
-            return Status.LOOKUP_MISS, outcome.miss_reason
-    if any(outcome.status is Status.LATE_ENRICHED for outcome in stages):
-        return Status.LATE_ENRICHED, None
-    return Status.ENRICHED, None
+        status = outcome.status
+        if status is Status.LOOKUP_MISS:
+            return status, outcome.miss_reason
+        late = late or status is Status.LATE_ENRICHED
+    return (Status.LATE_ENRICHED if late else Status.ENRICHED), None
 
 
 class Finisher(Protocol[T_co]):
@@ -134,7 +139,7 @@ def finish(
         )
     fields = event.fields
     version = stages[0].version
-    row = (*(fields.get(name) for name in earlier), *_values(last, rec), version)
+    row = (*map(fields.get, earlier), *_values(last, rec), version)
     status, reason = overall(stages)
-    waited_ms = sum(outcome.waited_ms for outcome in stages)
+    waited_ms = sum([outcome.waited_ms for outcome in stages])
     return into(event, str(fields[lookup_field]), stages, row, version, status, reason, waited_ms)

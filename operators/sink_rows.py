@@ -34,6 +34,10 @@ TRAILING = ("stages", "attributes")
 """The JSON columns every row ends with, after the declared event fields and reference columns."""
 
 
+_new = tuple.__new__
+"""Builds a NamedTuple from its values without its Python-level `__new__`: once per event."""
+
+
 class SinkRow(NamedTuple):
     """One enriched event as the sink writes it.
 
@@ -69,9 +73,10 @@ class SinkRow(NamedTuple):
 def _number(value: object) -> str:
     """A number as `json.dumps` writes it (`float.__repr__`, `int.__repr__`), without its call."""
     kind = type(value)
-    if kind is float and math.isfinite(value):  # type: ignore[arg-type]
-        return float.__repr__(value)  # type: ignore[arg-type]
-    if kind is int:
+    if kind is float:
+        if math.isfinite(value):  # type: ignore[arg-type]
+            return float.__repr__(value)  # type: ignore[arg-type]
+    elif kind is int:
         return int.__repr__(value)  # type: ignore[arg-type]
     if value is None:
         return "null"
@@ -92,6 +97,13 @@ def _head(lookup: str, status: Status, reason: MissReason | None) -> str:
     return text[:-1] + ',"waited_ms":'
 
 
+def _stage_json(o: Outcome) -> str:
+    return (
+        f'{_head(o.lookup, o.status, o.miss_reason)}{_number(o.waited_ms)},"version":'
+        f"{_number(o.version)}}}"
+    )
+
+
 def stages_json(stages: Sequence[Outcome]) -> str:
     """The `stages` column: each outcome's lookup, status, miss_reason, waited_ms, version.
 
@@ -100,15 +112,9 @@ def stages_json(stages: Sequence[Outcome]) -> str:
     status, reason) and the two numbers, instead of a dict and an encoder
     call per row.
     """
-    return (
-        "["
-        + ",".join(
-            f'{_head(o.lookup, o.status, o.miss_reason)}{_number(o.waited_ms)},"version":'
-            f"{_number(o.version)}}}"
-            for o in stages
-        )
-        + "]"
-    )
+    if len(stages) == 1:
+        return f"[{_stage_json(stages[0])}]"
+    return "[" + ",".join([_stage_json(o) for o in stages]) + "]"
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class RowShape:
             stages_json(stages),
             attributes,
         )
-        return SinkRow(binds, event.origin, fields if self.keep_fields else None)
+        return _new(SinkRow, (binds, event.origin, fields if self.keep_fields else None))
 
     def of(self, rec: Joined) -> SinkRow:
         """The sink row of a record that needs no finishing (tests, benchmarks, replays)."""
