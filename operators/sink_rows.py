@@ -55,15 +55,15 @@ class SinkRow(NamedTuple):
 
     @property
     def event_id(self) -> str:
-        return self.binds[EVENT_ID]  # type: ignore[no-any-return]
+        return self.binds[EVENT_ID]
 
     @property
     def lookup_id(self) -> str:
-        return self.binds[LOOKUP_ID]  # type: ignore[no-any-return]
+        return self.binds[LOOKUP_ID]
 
     @property
     def event_time(self) -> float | None:
-        return self.binds[EVENT_TIME]  # type: ignore[no-any-return]
+        return self.binds[EVENT_TIME]
 
     @property
     def status(self) -> Status:
@@ -72,12 +72,11 @@ class SinkRow(NamedTuple):
 
 def _number(value: object) -> str:
     """A number as `json.dumps` writes it (`float.__repr__`, `int.__repr__`), without its call."""
-    kind = type(value)
-    if kind is float:
-        if math.isfinite(value):  # type: ignore[arg-type]
-            return float.__repr__(value)  # type: ignore[arg-type]
-    elif kind is int:
-        return int.__repr__(value)  # type: ignore[arg-type]
+    if type(value) is float:
+        if math.isfinite(value):
+            return float.__repr__(value)
+    elif type(value) is int:
+        return int.__repr__(value)
     if value is None:
         return "null"
     return json.dumps(value)
