@@ -103,7 +103,8 @@ def joined(
     reason: MissReason | None,
     waited_ms: float,
 ) -> Joined:
-    """The finished event as one `Joined` record (the sink builds its row straight away)."""
+    """The finished event as one `Joined` record, for whatever reads records; the dataflow
+    hands `finish` the sink's `RowShape` instead, so no record is built only to be copied."""
     return Joined(
         event._replace(lookup_id=lookup_id, stages=stages), row, version, status, reason, waited_ms
     )
