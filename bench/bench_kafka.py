@@ -48,7 +48,8 @@ from config.lookups import Lookup  # noqa: E402
 from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa: E402
 from dataflows.settings import Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
-from operators.records import Joined, Kind, RawRecord  # noqa: E402
+from operators.records import Kind, RawRecord  # noqa: E402
+from operators.sink_rows import SinkRow  # noqa: E402
 
 SECURITIES = Lookup(
     name="security",
@@ -274,19 +275,19 @@ def bench_throughput(events: int, rows: int, runs: int = 2) -> list[str]:
     return lines
 
 
-class _Metered(StatefulSinkPartition[list[Joined], None]):
+class _Metered(StatefulSinkPartition[list[SinkRow], None]):
     """The real partition; after each commit, counts its rows and their latencies."""
 
-    def __init__(self, inner: StatefulSinkPartition[list[Joined], None], out: Path | None) -> None:
+    def __init__(self, inner: StatefulSinkPartition[list[SinkRow], None], out: Path | None) -> None:
         self._inner = inner
         self._out = None if out is None else out.open("a")
 
-    def write_batch(self, values: list[list[Joined]]) -> None:
+    def write_batch(self, values: list[list[SinkRow]]) -> None:
         self._inner.write_batch(values)
         Meter.add(sum(len(group) for group in values))
         if self._out is not None:
             now = time.time()
-            self._out.write("".join(f"{now - r.event.event_time:.6f}\n" for g in values for r in g))
+            self._out.write("".join(f"{now - r.event_time:.6f}\n" for g in values for r in g))
             self._out.flush()
 
     def snapshot(self) -> None:
@@ -298,11 +299,11 @@ class _Metered(StatefulSinkPartition[list[Joined], None]):
             self._out.close()
 
 
-class MeteredSink(FixedPartitionedSink[list[Joined], None]):
+class MeteredSink(FixedPartitionedSink[list[SinkRow], None]):
     """Wraps the database sink; with `out`, writes each row's event-to-commit seconds."""
 
     def __init__(
-        self, inner: FixedPartitionedSink[list[Joined], None], out: Path | None = None
+        self, inner: FixedPartitionedSink[list[SinkRow], None], out: Path | None = None
     ) -> None:
         self._inner = inner
         self._out = out

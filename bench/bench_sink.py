@@ -43,6 +43,7 @@ from dataflows.flow import table  # noqa: E402
 from dataflows.settings import load_settings  # noqa: E402
 from operators import routing  # noqa: E402
 from operators.records import Event, FieldType, Joined, Status  # noqa: E402
+from operators.sink_rows import SinkRow  # noqa: E402
 from sinks.schema import create_tables  # noqa: E402
 from sinks.sqlite import SqliteDialect, upsert_sql  # noqa: E402
 from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink  # noqa: E402
@@ -50,7 +51,7 @@ from sinks.upsert import DEFAULT_DEAD_LETTERS, UpsertSink  # noqa: E402
 TABLE = table(load_settings())
 INPUT_BATCH = 1_000
 """Records per input batch, as the demo source delivers them."""
-Batches = list[list[tuple[str, list[Joined]]]]
+Batches = list[list[tuple[str, list[SinkRow]]]]
 """Input batches, each a list of (sink partition, records), as the route step emits them."""
 SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
 
@@ -63,7 +64,7 @@ def _value(kind: FieldType, i: int) -> Any:
     return {"int": i % 10_000, "float": 100.0 + i % 97}[kind]
 
 
-def records(count: int) -> list[Joined]:
+def records(count: int) -> list[SinkRow]:
     """Enriched quotes shaped like the demo's, with a value for each of `TABLE`'s columns.
 
     The row is built from the table the settings describe (by default the
@@ -76,11 +77,11 @@ def records(count: int) -> list[Joined]:
         fields |= {name: _value(kind, i) for name, kind in TABLE.event_columns}
         event = Event(f"Q{i:08d}", lookup_id, 1.7e9 + i, fields, f"bench/event/0/{i}")
         row = (*(_value(kind, i) for _, kind in TABLE.reference_columns), 1)
-        out.append(Joined(event, row, 1, Status.ENRICHED, None, 0.0))
+        out.append(TABLE.rows.of(Joined(event, row, 1, Status.ENRICHED, None, 0.0)))
     return out
 
 
-def routed(recs: list[Joined], partitions: int) -> Batches:
+def routed(recs: list[SinkRow], partitions: int) -> Batches:
     """The records in input batches, each grouped by sink partition."""
     names = routing.names(partitions)
     return [
@@ -123,7 +124,7 @@ def through_dataflow(batches: Batches, partitions: int, batch_size: int) -> Call
 
 
 def through_threads(batches: Batches, partitions: int, batch_size: int) -> Callable[[Path], None]:
-    per_part: dict[str, list[list[Joined]]] = {}
+    per_part: dict[str, list[list[SinkRow]]] = {}
     for batch in batches:
         for name, group in batch:
             per_part.setdefault(name, []).append(group)
@@ -146,14 +147,12 @@ def through_threads(batches: Batches, partitions: int, batch_size: int) -> Calla
     return run
 
 
-def plain_executemany(recs: list[Joined], batch_size: int) -> Callable[[Path], None]:
+def plain_executemany(recs: list[SinkRow], batch_size: int) -> Callable[[Path], None]:
     def run(db: Path) -> None:
         sql = upsert_sql(TABLE)
         with closing(SqliteDialect(db).connect()) as conn:
             for start in range(0, len(recs), batch_size):
-                conn.executemany(
-                    sql, [TABLE.params(rec) for rec in recs[start : start + batch_size]]
-                )
+                conn.executemany(sql, [rec.binds for rec in recs[start : start + batch_size]])
                 conn.commit()
 
     return run

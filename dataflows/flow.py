@@ -86,6 +86,8 @@ def table(settings: Settings) -> EnrichedTable:
         unstored_fields=frozenset(
             {settings.lookup_field, settings.event_id_field, settings.event_time_field}
         ),
+        keep_fields=bool(settings.enriched_topic),
+        lookup_index=settings.sink_lookup_index,
     )
 
 
@@ -270,7 +272,11 @@ def build_flow(
         ArrivalNumbers(time.time_ns),
     )
     to_sink = steps.ToSink(
-        stages[-1], earlier, settings.lookup_field, routing.names(settings.sink_partitions)
+        stages[-1],
+        earlier,
+        settings.lookup_field,
+        routing.names(settings.sink_partitions),
+        table(settings).rows,
     )
 
     flow = Dataflow("enrich")

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
-from operators.records import Event, Joined, MissReason, Outcome, Status
+from operators.records import Event, Joined, MissReason, Outcome, Status, Version
+
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 _LOOKUP_ID_TYPES = (str, int)
 
@@ -25,8 +29,12 @@ class Stage:
     columns: tuple[str, ...]
 
 
+_new = tuple.__new__
+"""Builds a NamedTuple from its values without its Python-level `__new__`: once per event."""
+
+
 def _outcome(stage: Stage, rec: Joined) -> Outcome:
-    return Outcome(stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version)
+    return _new(Outcome, (stage.name, rec.status, rec.miss_reason, rec.waited_ms, rec.version))
 
 
 def _values(stage: Stage, rec: Joined) -> Iterable[object]:
@@ -60,30 +68,79 @@ def advance(rec: Joined, stage: Stage, next_key: str) -> Event:
 
 def overall(stages: Sequence[Outcome]) -> tuple[Status, MissReason | None]:
     """A miss anywhere makes the record a miss (with the first reason); else late if any was."""
+    late = False
     for outcome in stages:
-        if outcome.status is Status.LOOKUP_MISS:
-            return Status.LOOKUP_MISS, outcome.miss_reason
-    if any(outcome.status is Status.LATE_ENRICHED for outcome in stages):
-        return Status.LATE_ENRICHED, None
-    return Status.ENRICHED, None
+        status = outcome.status
+        if status is Status.LOOKUP_MISS:
+            return status, outcome.miss_reason
+        late = late or status is Status.LATE_ENRICHED
+    return (Status.LATE_ENRICHED if late else Status.ENRICHED), None
 
 
-def finish(rec: Joined, last: Stage, earlier: tuple[str, ...], lookup_field: str) -> Joined:
+class Finisher(Protocol[T_co]):
+    """What `finish` hands a finished event's parts to (`operators.sink_rows.RowShape`)."""
+
+    def __call__(
+        self,
+        event: Event,
+        lookup_id: str,
+        stages: tuple[Outcome, ...],
+        row: tuple[Any, ...] | None,
+        version: Version | None,
+        status: Status,
+        reason: MissReason | None,
+        waited_ms: float,
+    ) -> T_co: ...
+
+
+def joined(
+    event: Event,
+    lookup_id: str,
+    stages: tuple[Outcome, ...],
+    row: tuple[Any, ...] | None,
+    version: Version | None,
+    status: Status,
+    reason: MissReason | None,
+    waited_ms: float,
+) -> Joined:
+    """The finished event as one `Joined` record, for whatever reads records; the dataflow
+    hands `finish` the sink's `RowShape` instead, so no record is built only to be copied."""
+    return Joined(
+        event._replace(lookup_id=lookup_id, stages=stages), row, version, status, reason, waited_ms
+    )
+
+
+def finish(
+    rec: Joined,
+    last: Stage,
+    earlier: tuple[str, ...],
+    lookup_field: str,
+    into: Finisher[T] = joined,  # type: ignore[assignment]
+) -> T:
     """The chain's record: every lookup's values in chain order, and every outcome.
 
     `earlier` names the columns earlier lookups added to the event. The
     lookup id and version are the first lookup's, the ones the event is
     about; each lookup's own version is in its outcome. A one-lookup chain
-    keeps the record as it is, adding only its outcome.
+    keeps the record as it is, adding only its outcome. `into` builds what
+    comes out from the parts, once: a `Joined` by default, or the sink's row.
     """
     event = rec.event
     stages = (*event.stages, _outcome(last, rec))
     if not event.stages:
-        return rec._replace(event=event._replace(stages=stages))
+        return into(
+            event,
+            event.lookup_id,
+            stages,
+            rec.row,
+            rec.version,
+            rec.status,
+            rec.miss_reason,
+            rec.waited_ms,
+        )
     fields = event.fields
-    done = event._replace(lookup_id=str(fields[lookup_field]), stages=stages)
     version = stages[0].version
-    row = (*(fields.get(name) for name in earlier), *_values(last, rec), version)
+    row = (*map(fields.get, earlier), *_values(last, rec), version)
     status, reason = overall(stages)
-    waited_ms = sum(outcome.waited_ms for outcome in stages)
-    return Joined(done, row, version, status, reason, waited_ms)
+    waited_ms = sum([outcome.waited_ms for outcome in stages])
+    return into(event, str(fields[lookup_field]), stages, row, version, status, reason, waited_ms)

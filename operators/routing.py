@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from zlib import crc32
 
-from operators.records import CaughtUp, DeadLetter, Event, Joined, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, RefUpdate
+from operators.sink_rows import EVENT_ID, SinkRow
 
 
 def names(count: int) -> list[str]:
@@ -47,19 +48,24 @@ def by_shard(
 
 
 def by_partition(
-    outputs: Iterable[Iterable[Joined | DeadLetter]], partition_names: Sequence[str]
-) -> tuple[list[tuple[str, list[Joined]]], list[DeadLetter]]:
-    """Group enriched records by sink partition of their event id."""
+    outputs: Iterable[Iterable[SinkRow | DeadLetter]], partition_names: Sequence[str]
+) -> tuple[list[tuple[str, list[SinkRow]]], list[DeadLetter]]:
+    """Group sink rows by sink partition of their event id; one partition needs no hashing."""
     count = len(partition_names)
-    groups: dict[str, list[Joined]] = {}
+    groups: dict[str, list[SinkRow]] = {}
     dead: list[DeadLetter] = []
+    get = groups.get
     for batch in outputs:
         for record in batch:
             if type(record) is DeadLetter:
                 dead.append(record)
                 continue
-            part = partition_names[crc32(record.event.event_id.encode()) % count]  # type: ignore[union-attr]
-            group = groups.get(part)
+            part = (
+                partition_names[crc32(record[0][EVENT_ID].encode()) % count]
+                if count > 1
+                else partition_names[0]
+            )
+            group = get(part)
             if group is None:
                 groups[part] = [record]  # type: ignore[list-item]
             else:

@@ -18,6 +18,7 @@ from operators.chain import Stage, advance, finish
 from operators.decode import DecodedBatch, Decoder, decode_batch
 from operators.parking import Message, Parcels, by_segment
 from operators.records import CaughtUp, DeadLetter, Event, Joined, RawRecord, RefUpdate
+from operators.sink_rows import RowShape, SinkRow
 
 Routed = tuple[str, list[Any]]
 """A group of records for one destination: a shard of a lookup, or a sink partition."""
@@ -107,20 +108,24 @@ class HandOn:
 
 @dataclass(frozen=True)
 class ToSink:
-    """The last lookup's outputs as finished records grouped by sink partition, and dead letters."""
+    """The last lookup's outputs as sink rows grouped by sink partition, and dead letters.
+
+    Each event's row is built once, here (`rows`), and travels to the
+    database as it is.
+    """
 
     last: Stage
     earlier: tuple[str, ...]
     """The columns every earlier lookup added to the event, in chain order."""
     lookup_field: str
     partition_names: Sequence[str]
+    rows: RowShape
 
     def __call__(self, batch: Lookups) -> list[Routed | DeadLetter]:
+        last, earlier, field, rows = self.last, self.earlier, self.lookup_field, self.rows
         finished = (
             [
-                finish(rec, self.last, self.earlier, self.lookup_field)
-                if type(rec) is Joined
-                else rec
+                finish(rec, last, earlier, field, rows) if type(rec) is Joined else rec
                 for rec in outputs
             ]
             for _, outputs in batch
@@ -130,6 +135,6 @@ class ToSink:
         return [*groups, *dead]
 
 
-def enriched_of(batch: list[Routed]) -> list[Joined]:
-    """The enriched records of a batch of sink groups, in order."""
-    return [rec for _, out in batch for rec in out if type(rec) is Joined]
+def enriched_of(batch: list[Routed]) -> list[SinkRow]:
+    """The sink rows of a batch of sink groups, in order."""
+    return [row for _, out in batch for row in out if type(row) is SinkRow]

@@ -14,7 +14,16 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from pydantic_core import to_json
 
 from operators.origins import parse_origin
-from operators.records import DeadLetter, Joined
+from operators.records import DeadLetter
+from operators.sink_rows import (
+    EVENT_ID,
+    LOOKUP_ID,
+    MISS_REASON,
+    REF_VERSION,
+    STATUS,
+    WAITED_MS,
+    SinkRow,
+)
 from sinks.table import EnrichedTable
 
 Message = KafkaSinkMessage[bytes | None, bytes | None]
@@ -42,31 +51,33 @@ def dead_letter_message(letter: DeadLetter) -> Message:
     return KafkaSinkMessage(letter.key, letter.payload, headers=headers)
 
 
-def enriched_messages(table: EnrichedTable) -> Callable[[Joined], Message]:
+def enriched_messages(table: EnrichedTable) -> Callable[[SinkRow], Message]:
     """Keyed by lookup id, so one security's records stay in order on one partition.
 
     The value is the event as it came, plus the projected reference columns,
     plus what the join did under `enrichment`, apart from the producer's
-    fields so no name can collide.
+    fields so no name can collide. The rows must keep the event's document
+    (`EnrichedTable.keep_fields`).
     """
-    names = [name for name, _ in table.reference_columns]
-    missing = (None,) * len(names)
+    shape = table.rows
+    names = shape.reference_columns
+    if not shape.keep_fields:
+        raise ValueError("the enriched topic needs sink rows that keep the event's fields")
 
-    def message(rec: Joined) -> Message:
-        event = rec.event
-        values = missing if rec.row is None else rec.row[: len(names)]
+    def message(row: SinkRow) -> Message:
+        binds = row.binds
         document = {
-            **event.fields,
-            **dict(zip(names, values, strict=True)),
+            **(row.fields or {}),
+            **dict(zip(names, shape.reference(row), strict=True)),
             "enrichment": {
-                "event_id": event.event_id,
-                "status": rec.status.value,
-                "miss_reason": None if rec.miss_reason is None else rec.miss_reason.value,
-                "waited_ms": rec.waited_ms,
-                "ref_version": rec.version,
+                "event_id": binds[EVENT_ID],
+                "status": binds[STATUS],
+                "miss_reason": binds[MISS_REASON],
+                "waited_ms": binds[WAITED_MS],
+                "ref_version": binds[REF_VERSION],
             },
         }
-        return KafkaSinkMessage(event.lookup_id.encode(), to_json(document))
+        return KafkaSinkMessage(binds[LOOKUP_ID].encode(), to_json(document))
 
     return message
 

@@ -14,7 +14,8 @@ from typing import Any, Literal, NamedTuple, Protocol
 
 from operators.identifiers import check_identifier
 from operators.limits import MAX_TEXT
-from operators.records import FieldType, Joined, Outcome
+from operators.records import FieldType
+from operators.sink_rows import EVENT_ID, LEADING, LOOKUP_ID, TRAILING, RowShape, SinkRow
 
 ColumnType = FieldType | Literal["number", "json", "timestamp"]
 """A column's logical type. `number` is exact, integer or not: a version may be a
@@ -54,18 +55,21 @@ class Column(NamedTuple):
     nullable: bool
 
 
-_LEADING: tuple[Column, ...] = (
-    Column(KEY_COLUMN, "str", False),
-    Column("lookup_id", "str", False),
-    Column("event_time", "float", True),
-    Column("status", "str", False),
-    Column("miss_reason", "str", True),
-    Column("waited_ms", "float", False),
-    Column("ref_version", "number", True),
-    Column("arrival_seq", "int", False),
-)
-_STAGES = Column("stages", "json", False)
-_ATTRIBUTES = Column("attributes", "json", True)
+_FIXED: dict[str, tuple[ColumnType, bool]] = {
+    KEY_COLUMN: ("str", False),
+    "lookup_id": ("str", False),
+    "event_time": ("float", True),
+    "status": ("str", False),
+    "miss_reason": ("str", True),
+    "waited_ms": ("float", False),
+    "ref_version": ("number", True),
+    ORDER_COLUMN: ("int", False),
+    "stages": ("json", False),
+    "attributes": ("json", True),
+}
+"""The fixed columns' types; their order is the sink row's (`operators.sink_rows`)."""
+_LEADING = tuple(Column(name, *_FIXED[name]) for name in LEADING)
+_STAGES, _ATTRIBUTES = (Column(name, *_FIXED[name]) for name in TRAILING)
 
 
 class Table(Protocol):
@@ -110,10 +114,14 @@ class EnrichedTable:
     event_columns: tuple[tuple[str, FieldType], ...]
     reference_columns: tuple[tuple[str, FieldType], ...]
     unstored_fields: frozenset[str]
+    keep_fields: bool = False
+    """Whether sink rows keep the event's whole document (for the enriched topic)."""
+    lookup_index: bool = True
+    """Whether a table it creates gets an index on `lookup_id`: for readers that look rows
+    up by it; the sink never does, and each row costs more to write with it."""
     _schema: tuple[Column, ...] = field(init=False, repr=False, compare=False)
-    _event_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    _not_attributes: frozenset[str] = field(init=False, repr=False, compare=False)
-    _no_reference: tuple[None, ...] = field(init=False, repr=False, compare=False)
+    rows: RowShape = field(init=False, repr=False, compare=False)
+    """Builds each event's sink row, in the order of `columns`."""
 
     def __post_init__(self) -> None:
         check_table_name(self.name)
@@ -131,13 +139,13 @@ class EnrichedTable:
                 )
             taken.add(column.name.lower())
         event_names = tuple(name for name, _ in self.event_columns)
-        reference_names = {name for name, _ in self.reference_columns}
+        reference_names = tuple(name for name, _ in self.reference_columns)
+        not_attributes = self.unstored_fields | set(event_names) | set(reference_names)
+        rows = RowShape(event_names, reference_names, not_attributes, self.keep_fields)
         object.__setattr__(self, "_schema", (*_LEADING, *declared, _STAGES, _ATTRIBUTES))
-        object.__setattr__(self, "_event_names", event_names)
-        object.__setattr__(
-            self, "_not_attributes", self.unstored_fields | set(event_names) | reference_names
-        )
-        object.__setattr__(self, "_no_reference", (None,) * len(self.reference_columns))
+        object.__setattr__(self, "rows", rows)
+        if self.columns() != rows.columns():
+            raise AssertionError("the schema and the sink row disagree on the column order")
 
     @property
     def key(self) -> str:
@@ -148,7 +156,7 @@ class EnrichedTable:
         return self._schema
 
     def indexed(self) -> tuple[str, ...]:
-        return INDEXED
+        return INDEXED if self.lookup_index else ()
 
     @property
     def order(self) -> str:
@@ -158,40 +166,9 @@ class EnrichedTable:
         """Every column name, in the order of `params`."""
         return tuple(column.name for column in self._schema)
 
-    def params(self, rec: Joined) -> tuple[Any, ...]:
-        """Bind values for one row, as plain Python types any driver accepts.
-
-        `rec.row` ends with the row's version, stored apart as `ref_version`,
-        so only its leading values belong to the reference columns.
-        """
-        event = rec.event
-        fields = event.fields
-        extra = {k: v for k, v in fields.items() if k not in self._not_attributes}
-        reference = self._no_reference if rec.row is None else rec.row[: len(self._no_reference)]
-        return (
-            event.event_id,
-            event.lookup_id,
-            event.event_time,
-            rec.status.value,
-            None if rec.miss_reason is None else rec.miss_reason.value,
-            rec.waited_ms,
-            rec.version,
-            event.seq,
-            *(fields.get(name) for name in self._event_names),
-            *reference,
-            json.dumps([_stage(outcome) for outcome in event.stages], separators=(",", ":")),
-            json.dumps(extra, sort_keys=True, separators=(",", ":")) if extra else None,
-        )
-
-
-def _stage(outcome: Outcome) -> dict[str, Any]:
-    return {
-        "lookup": outcome.lookup,
-        "status": outcome.status.value,
-        "miss_reason": None if outcome.miss_reason is None else outcome.miss_reason.value,
-        "waited_ms": outcome.waited_ms,
-        "version": outcome.version,
-    }
+    def params(self, row: SinkRow) -> tuple[Any, ...]:
+        """Bind values for one row, as plain Python types any driver accepts."""
+        return row.binds
 
 
 DB_REJECTED = "db_rejected"
@@ -240,16 +217,16 @@ class DeadLetterTable:
         return None
 
     def params(
-        self, rec: Joined, values: Mapping[str, Any], code: str, detail: str
+        self, row: SinkRow, values: Mapping[str, Any], code: str, detail: str
     ) -> tuple[Any, ...]:
-        """Bind values for the dead letter of `rec`, whose row held `values`."""
-        event = rec.event
+        """Bind values for the dead letter of `row`, which held `values`."""
+        binds = row.binds
         return (
-            event.origin,
+            row.origin,
             DB_REJECTED,
             code[:MAX_TEXT],
             detail[:MAX_TEXT],
-            event.event_id[:MAX_TEXT],
-            event.lookup_id[:MAX_TEXT],
+            binds[EVENT_ID][:MAX_TEXT],
+            binds[LOOKUP_ID][:MAX_TEXT],
             json.dumps(values, separators=(",", ":"), default=str),
         )

@@ -26,7 +26,8 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from operators import routing
-from operators.records import Joined, Status
+from operators.records import Status
+from operators.sink_rows import EVENT_TIME, STATUS, SinkRow
 from sinks.dialect import Dialect, RowError
 from sinks.retry import SYSTEM_CLOCK, CircuitState, Clock, Retrier, RetryPolicy
 from sinks.schema import create_tables
@@ -35,7 +36,7 @@ from telemetry import metrics
 
 log = logging.getLogger("enrich.sink")
 
-_ROWS = {status: metrics.SINK_ROWS.labels(status.value) for status in Status}
+_ROWS = {status.value: metrics.SINK_ROWS.labels(status.value) for status in Status}
 DEFAULT_DEAD_LETTERS = DeadLetterTable()
 DEFAULT_POLICY = RetryPolicy()
 
@@ -107,7 +108,7 @@ def _retrier(
     )
 
 
-class _UpsertPartition(StatefulSinkPartition[list[Joined], None]):
+class _UpsertPartition(StatefulSinkPartition[list[SinkRow], None]):
     def __init__(
         self,
         dialect: Dialect[Any],
@@ -123,11 +124,11 @@ class _UpsertPartition(StatefulSinkPartition[list[Joined], None]):
         self._batch_size = batch_size
         self._conn: Any = None
 
-    def write_batch(self, values: list[list[Joined]]) -> None:
-        records = [rec for group in values for rec in group]
+    def write_batch(self, values: list[list[SinkRow]]) -> None:
+        records = [row for group in values for row in group]
         for start in range(0, len(records), self._batch_size):
             chunk = records[start : start + self._batch_size]
-            params = [self._table.params(rec) for rec in chunk]
+            params = [row.binds for row in chunk]
             started = time.perf_counter()
             refused = self._retrier.run(partial(self._commit, chunk, params))
             committed = time.time()
@@ -143,16 +144,14 @@ class _UpsertPartition(StatefulSinkPartition[list[Joined], None]):
                     ", ".join(sorted({error.code for error in refused})),
                 )
                 skipped = {error.index for error in refused}
-                chunk = [rec for index, rec in enumerate(chunk) if index not in skipped]
+                params = [row for index, row in enumerate(params) if index not in skipped]
             metrics.EVENT_TO_SINK_SECONDS.observe_many(
-                committed - rec.event.event_time
-                for rec in chunk
-                if rec.event.event_time is not None
+                committed - row[EVENT_TIME] for row in params if row[EVENT_TIME] is not None
             )
-            for status, count in Counter(rec.status for rec in chunk).items():
+            for status, count in Counter(row[STATUS] for row in params).items():
                 _ROWS[status].inc(count)
 
-    def _commit(self, chunk: list[Joined], params: Sequence[Sequence[Any]]) -> list[RowError]:
+    def _commit(self, chunk: list[SinkRow], params: Sequence[Sequence[Any]]) -> list[RowError]:
         """Write the chunk and its refused rows' dead letters, then commit them together.
 
         On any failure the transaction is rolled back and the connection let
@@ -200,8 +199,8 @@ class _UpsertPartition(StatefulSinkPartition[list[Joined], None]):
             self._conn.close()
 
 
-class UpsertSink(FixedPartitionedSink[list[Joined], None]):
-    """Writes `(partition name, [Joined, ...])` items, one connection per partition.
+class UpsertSink(FixedPartitionedSink[list[SinkRow], None]):
+    """Writes `(partition name, [SinkRow, ...])` items, one connection per partition.
 
     Bytewax picks a partition by indexing `part_fn(key)`, wrapped, into the
     *sorted* global partition names. The names are zero-padded
@@ -241,7 +240,7 @@ class UpsertSink(FixedPartitionedSink[list[Joined], None]):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[list[Joined], None]:
+    ) -> StatefulSinkPartition[list[SinkRow], None]:
         retrier = _retrier(for_part, self.dialect, self.policy, self.clock, self.recovery)
         retrier.run(partial(create_tables, self.dialect, self.table, self.dead_letters))
         return _UpsertPartition(

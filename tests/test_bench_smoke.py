@@ -25,6 +25,14 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
         ["bench_sink.py", "--smoke", "--no-lookup-index"],
         ["without the lookup_id index", "| threads, 1 per partition | 4 | 2,000 |"],
     ),
+    "sink row": (
+        ["bench_sink_row.py", "--smoke"],
+        [
+            "| 1 lookup | finish into the sink row (its binds built) |",
+            "| 2 lookups | of which the stages column, templated |",
+            "| 2 lookups | SQLite upsert, without the lookup_id index |",
+        ],
+    ),
     "enrich": (
         ["bench_enrich.py", "all", "--smoke"],
         [

@@ -83,6 +83,20 @@ def test_names_come_from_the_settings(env: pytest.MonkeyPatch, tmp_path: Path) -
     assert {"size", "date"} <= set(tables["quotes"])
 
 
+def test_without_the_lookup_index_neither_database_gets_one(
+    env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ENRICH_SINK_LOOKUP_INDEX=false: the sink itself never reads by lookup_id."""
+    env.setenv("ENRICH_SINK_LOOKUP_INDEX", "false")
+    assert main([]) == 0
+    assert schema(tmp_path / "out" / "enriched.sqlite")["indexes"] == {}
+    capsys.readouterr()
+    env.setenv("ENRICH_DATABASE", "oracle")
+    assert main(["--print"]) == 0
+    out = capsys.readouterr().out
+    assert out.count(";\n") == 2 and "CREATE INDEX" not in out
+
+
 def test_print_shows_the_ddl_and_touches_no_database(
     env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ from operators.chain import Stage, finish
 from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.enrichment import EnrichConfig, MissPolicy, ShardEnricher
 from operators.records import DeadLetter, Event, Joined, Kind, RawRecord, RefUpdate
+from operators.sink_rows import SinkRow
 from sinks.dead_letter import to_line
 from sinks.kafka_topics import enriched_messages
 from sinks.sqlite import SqliteDialect
@@ -48,6 +49,7 @@ TABLE = EnrichedTable(
     event_columns=tuple(DECODER.event_fields.items()),
     reference_columns=tuple(COLUMNS.items()),
     unstored_fields=frozenset({"security_id", "event_id", "ts"}),
+    keep_fields=True,
 )
 LETTERS = DeadLetterTable()
 STAGE = Stage("security", tuple(COLUMNS))
@@ -71,6 +73,7 @@ class Outcome:
         self.join_letters: dict[str, DeadLetter] = {}
         self.updates: set[str] = set()
         self.written: list[Joined] = []
+        self.sink_rows: list[SinkRow] = []
         self.rows: dict[str, dict[str, Any]] = {}
         self.refused: set[str] = set()
 
@@ -93,14 +96,15 @@ def run(records: list[RawRecord], work: Path, policy: MissPolicy = "defaults") -
             outcome.join_letters[out.origin] = out
         else:
             outcome.written.append(finish(out, STAGE, (), "security_id"))  # type: ignore[arg-type]
+            outcome.sink_rows.append(finish(out, STAGE, (), "security_id", TABLE.rows))  # type: ignore[arg-type]
     for letter in [*outcome.decode_letters.values(), *outcome.join_letters.values()]:
         strict_json(to_line(letter))
-    for rec in outcome.written:
-        strict_json(TOPIC_MESSAGE(rec).value)
+    for row in outcome.sink_rows:
+        strict_json(TOPIC_MESSAGE(row).value)
     dialect = SqliteDialect(work / "enriched.sqlite")
     partition = UpsertSink(dialect, TABLE, 1, 5).build_part("out", "0", None)
     try:
-        partition.write_batch([outcome.written])
+        partition.write_batch([outcome.sink_rows])
     finally:
         partition.close()
     with closing(sqlite3.connect(dialect.path)) as conn:

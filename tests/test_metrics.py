@@ -24,6 +24,7 @@ from dataflows.settings import load_settings
 from operators.decode import decode_batch
 from operators.enrichment import Tally
 from operators.records import CaughtUp, Event, Joined, Kind, MissReason, RawRecord, Status
+from operators.sink_rows import SinkRow
 from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import DeadLetterTable, EnrichedTable
@@ -150,13 +151,13 @@ def test_records_in_count_events_and_references_but_not_caught_up_markers() -> N
     assert delta("enrich_records_in_total", kind="reference") == 1
 
 
-def enriched(event_id: str, ts: float | None) -> Joined:
+def enriched(event_id: str, ts: float | None, name: object = "Alpha") -> SinkRow:
     fields: dict[str, Any] = {"event_id": event_id, "security_id": "A", "ts": ts, "price": 1.0}
     event = Event(event_id, "A", ts, fields, f"test/event/0/{event_id}")
-    return Joined(event, ("Alpha", 1), 1, Status.ENRICHED, None, 0.0)
+    return TABLE.rows.of(Joined(event, (name, 1), 1, Status.ENRICHED, None, 0.0))
 
 
-def write(dialect: Any, batch: list[Joined], clock: FakeClock | None = None) -> None:
+def write(dialect: Any, batch: list[SinkRow], clock: FakeClock | None = None) -> None:
     upsert = UpsertSink(dialect, TABLE, 1, 100, clock=clock or FakeClock())
     partition = upsert.build_part("sink", "0", None)
     try:
@@ -207,7 +208,7 @@ def test_the_circuit_state_gauge_shows_open_while_the_sink_waits_and_closed_afte
 def test_a_permanent_error_is_counted_and_not_retried(tmp_path: Path) -> None:
     delta = Delta(*ERRORS)
     clock = FakeClock()
-    unbindable = enriched("e1", 1.0)._replace(row=(object(), 1))
+    unbindable = enriched("e1", 1.0, name=object())
     with pytest.raises(sqlite3.ProgrammingError):
         write(SqliteDialect(tmp_path / "out.sqlite"), [unbindable], clock)
     assert delta("enrich_sink_errors_total", kind="permanent") == 1

@@ -113,7 +113,7 @@ def write(
     partition = upsert.build_part("out", "0", None)
     try:
         for batch in batches:
-            partition.write_batch([batch])
+            partition.write_batch([[table.rows.of(rec) for rec in batch]])
     finally:
         partition.close()
 
@@ -316,7 +316,7 @@ def test_a_missing_table_is_a_permanent_error_not_retried(
     )
     execute(dialect, f'DROP TABLE "{table.name.upper()}" PURGE')
     with pytest.raises(oracledb.DatabaseError) as raised:
-        partition.write_batch([[enriched("e1")]])
+        partition.write_batch([[table.rows.of(enriched("e1"))]])
     partition.close()
     assert raised.value.args[0].code == 942
     assert clock.pauses == []

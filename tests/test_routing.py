@@ -5,9 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from zlib import crc32
 
 from operators import routing
 from operators.records import CaughtUp, DeadLetter, Event, Joined, RefUpdate, Status
+from operators.sink_rows import RowShape
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,8 +73,10 @@ def test_shard_choice_does_not_depend_on_the_process_hash_seed() -> None:
 
 
 def test_by_partition_routes_by_event_id_and_separates_dead_letters() -> None:
+    shape = RowShape((), (), frozenset())
     enriched = [
-        Joined(event(f"e{i}", "A"), None, None, Status.LOOKUP_MISS, None, 0.0) for i in range(50)
+        shape.of(Joined(event(f"e{i}", "A"), None, None, Status.LOOKUP_MISS, None, 0.0))
+        for i in range(50)
     ]
     dead = DeadLetter("lookup_miss", "x", None, None, "o")
     names = routing.names(4)
@@ -80,6 +84,5 @@ def test_by_partition_routes_by_event_id_and_separates_dead_letters() -> None:
     assert letters == [dead]
     again, _ = routing.by_partition([enriched], names)
     assert dict(groups) == dict(again)
-    assert sorted(r.event.event_id for _, g in groups for r in g) == sorted(
-        r.event.event_id for r in enriched
-    )
+    assert sorted(r.event_id for _, g in groups for r in g) == sorted(r.event_id for r in enriched)
+    assert all(names[crc32(r.event_id.encode()) % 4] == part for part, g in groups for r in g)

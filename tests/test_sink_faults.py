@@ -20,6 +20,7 @@ from faults import FakeClock, FlakyDialect, Where
 from prometheus_client import REGISTRY
 
 from operators.records import Event, Joined, Status
+from operators.sink_rows import SinkRow
 from sinks.schema import create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import DeadLetterTable, EnrichedTable, Table
@@ -34,10 +35,10 @@ TABLE = EnrichedTable(
 LETTERS = DeadLetterTable("enrich_dead_letters")
 
 
-def enriched(event_id: str, price: float = 9.5, name: str = "Alpha") -> Joined:
+def enriched(event_id: str, price: float = 9.5, name: str = "Alpha") -> SinkRow:
     fields = {"event_id": event_id, "security_id": "A", "ts": 1.5, "price": price, "size": 7}
     event = Event(event_id, "A", 1.5, fields, f"test/event/0/{event_id}")
-    return Joined(event, (name, 3), 3, Status.ENRICHED, None, 0.0)
+    return TABLE.rows.of(Joined(event, (name, 3), 3, Status.ENRICHED, None, 0.0))
 
 
 def sample(name: str, **labels: str) -> float:
@@ -48,7 +49,7 @@ def sink(dialect: Any, clock: FakeClock, batch_size: int = 100) -> UpsertSink:
     return UpsertSink(dialect, TABLE, 2, batch_size, dead_letters=LETTERS, clock=clock)
 
 
-def write(dialect: Any, *batches: list[Joined], clock: FakeClock | None = None) -> None:
+def write(dialect: Any, *batches: list[SinkRow], clock: FakeClock | None = None) -> None:
     partition = sink(dialect, clock or FakeClock()).build_part("out", "1", None)
     try:
         for batch in batches:

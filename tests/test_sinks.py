@@ -18,6 +18,7 @@ from bytewax.testing import TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY
 
 from operators.records import Event, Joined, MissReason, Outcome, Status
+from operators.sink_rows import ARRIVAL_SEQ, SinkRow
 from sinks.schema import TableOutdated, create_tables
 from sinks.sqlite import SqliteDialect
 from sinks.table import EnrichedTable
@@ -38,18 +39,20 @@ def event(event_id: str, lookup_id: str = "A", ts: float | None = 1.5, **extra: 
 
 def enriched(
     event_id: str, name: str = "Alpha", version: float = 2, waited_ms: float = 0.0, **extra: Any
-) -> Joined:
+) -> SinkRow:
     status = Status.LATE_ENRICHED if waited_ms else Status.ENRICHED
     row = ("C1", name, version)
     stages = (Outcome("security", status, None, waited_ms, version),)
-    return Joined(
-        event(event_id, **extra)._replace(stages=stages), row, version, status, None, waited_ms
+    return TABLE.rows.of(
+        Joined(
+            event(event_id, **extra)._replace(stages=stages), row, version, status, None, waited_ms
+        )
     )
 
 
-def missed(event_id: str, row: tuple[Any, ...] | None = None, **extra: Any) -> Joined:
-    return Joined(
-        event(event_id, **extra), row, None, Status.LOOKUP_MISS, MissReason.TIMEOUT, 5000.0
+def missed(event_id: str, row: tuple[Any, ...] | None = None, **extra: Any) -> SinkRow:
+    return TABLE.rows.of(
+        Joined(event(event_id, **extra), row, None, Status.LOOKUP_MISS, MissReason.TIMEOUT, 5000.0)
     )
 
 
@@ -63,7 +66,7 @@ def sink(dialect: SqliteDialect, partitions: int = 4, batch_size: int = 100) -> 
 
 
 def write(
-    dialect: SqliteDialect, *batches: list[Joined], part: str = "0", batch_size: int = 100
+    dialect: SqliteDialect, *batches: list[SinkRow], part: str = "0", batch_size: int = 100
 ) -> None:
     partition = sink(dialect, batch_size=batch_size).build_part("out", part, None)
     for batch in batches:
@@ -313,7 +316,7 @@ def test_transient_means_busy_or_locked(dialect: SqliteDialect, tmp_path: Path) 
     assert not dialect.is_transient(ValueError("database is locked"))
 
 
-def flow(upsert: UpsertSink, items: Iterable[tuple[str, list[Joined]]]) -> Dataflow:
+def flow(upsert: UpsertSink, items: Iterable[tuple[str, list[SinkRow]]]) -> Dataflow:
     dataflow = Dataflow("sink_test")
     stream = op.input("in", dataflow, TestingSource(list(items), batch_size=2))
     op.output("out", stream, upsert)
@@ -350,13 +353,13 @@ class RecordingSink(UpsertSink):
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: None
-    ) -> StatefulSinkPartition[list[Joined], None]:
+    ) -> StatefulSinkPartition[list[SinkRow], None]:
         inner = super().build_part(step_id, for_part, resume_state)
         seen = self.seen
 
-        class Recording(StatefulSinkPartition[list[Joined], None]):
-            def write_batch(self, values: list[list[Joined]]) -> None:
-                seen.extend((for_part, rec.event.event_id) for group in values for rec in group)
+        class Recording(StatefulSinkPartition[list[SinkRow], None]):
+            def write_batch(self, values: list[list[SinkRow]]) -> None:
+                seen.extend((for_part, row.event_id) for group in values for row in group)
                 inner.write_batch(values)
 
             def snapshot(self) -> None:
@@ -382,8 +385,9 @@ def test_bytewax_routes_each_key_to_its_numbered_partition_across_workers(
     assert len(stored(dialect)) == 48
 
 
-def arrived(rec: Joined, seq: int) -> Joined:
-    return rec._replace(event=rec.event._replace(seq=seq))
+def arrived(row: SinkRow, seq: int) -> SinkRow:
+    binds = row.binds
+    return row._replace(binds=(*binds[:ARRIVAL_SEQ], seq, *binds[ARRIVAL_SEQ + 1 :]))
 
 
 def test_an_earlier_copy_never_overwrites_a_later_one(dialect: SqliteDialect) -> None:

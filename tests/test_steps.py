@@ -7,7 +7,7 @@ from zlib import crc32
 
 from operators import routing, steps
 from operators.arrival import ArrivalNumbers
-from operators.chain import Stage
+from operators.chain import Stage, finish
 from operators.decode import DecodedBatch, Decoder, ReferenceSchema
 from operators.records import (
     CaughtUp,
@@ -19,6 +19,7 @@ from operators.records import (
     RefUpdate,
     Status,
 )
+from operators.sink_rows import ARRIVAL_SEQ, RowShape
 
 SHARDS = routing.names(4)
 DECODER = Decoder(
@@ -34,6 +35,7 @@ DECODER = Decoder(
 )
 SECURITY = Stage("security", ("exchange_id",))
 EXCHANGE = Stage("exchange", ("exchange_country",))
+ROWS = RowShape(("price",), ("exchange_id", "exchange_country"), frozenset({"event_id"}))
 
 
 def raw_event(event_id: str, security_id: str) -> RawRecord:
@@ -116,9 +118,9 @@ def test_the_arrival_number_goes_through_the_chain_to_the_record() -> None:
     [(_, [event])] = steps.HandOn(SECURITY, "exchange_id", SHARDS)([("00", [rec])])
     assert event.seq == 42
     joined = Joined(event, ("UK",), 1, Status.ENRICHED, None, 0.0)
-    to_sink = steps.ToSink(EXCHANGE, ("exchange_id",), "security_id", ["0"])
+    to_sink = steps.ToSink(EXCHANGE, ("exchange_id",), "security_id", ["0"], ROWS)
     [(_, [final])] = to_sink([("00", [joined])])
-    assert final.event.seq == 42
+    assert final.binds[ARRIVAL_SEQ] == 42
 
 
 def test_numbers_follow_the_clock_when_it_moved_on() -> None:
@@ -139,16 +141,27 @@ def test_hand_on_rekeys_enriched_events_by_the_next_field_and_passes_dead_letter
 
 def test_to_sink_finishes_records_by_partition_and_keeps_dead_letters_apart() -> None:
     partitions = routing.names(2)
-    to_sink = steps.ToSink(EXCHANGE, (), "security_id", partitions)
+    to_sink = steps.ToSink(EXCHANGE, (), "security_id", partitions, ROWS)
     out = to_sink([("00", [enriched("e1", "S1", ("UK",)), LETTER])])
     assert out[-1] == LETTER
     groups = [item for item in out if steps.is_routed(item)]
-    assert [rec.event.event_id for _, recs in groups for rec in recs] == ["e1"]
+    assert [row.event_id for _, rows in groups for row in rows] == ["e1"]
     assert groups[0][0] == partitions[crc32(b"e1") % 2]
-    [[record]] = [recs for _, recs in groups]
-    assert [stage.lookup for stage in record.event.stages] == ["exchange"]
+    [[row]] = [rows for _, rows in groups]
+    assert [stage["lookup"] for stage in json.loads(row.binds[-2])] == ["exchange"]
+    assert row.origin == "events/0/e1" and row.fields is None
+
+
+def test_to_sink_builds_the_row_finish_builds_then_binds() -> None:
+    """One rule: the step's row is the finished record's row, for a chain of one or two."""
+    rec = enriched("e1", "S1", ("XLON",))
+    [(_, [event])] = steps.HandOn(SECURITY, "exchange_id", SHARDS)([("00", [rec])])
+    joined = Joined(event, ("UK",), 1, Status.ENRICHED, None, 0.0)
+    for last, earlier, record in ((SECURITY, (), rec), (EXCHANGE, ("exchange_id",), joined)):
+        [(_, [row])] = steps.ToSink(last, earlier, "security_id", ["0"], ROWS)([("0", [record])])
+        assert row == ROWS.of(finish(record, last, earlier, "security_id"))
 
 
 def test_enriched_of_reads_only_records() -> None:
-    record = enriched("e1", "S1", ("UK",))
+    record = ROWS.of(enriched("e1", "S1", ("UK",)))
     assert steps.enriched_of([("0", [record]), ("1", [])]) == [record]
