@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,6 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import (
     DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
     StatelessSinkPartition,
 )
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -49,7 +47,8 @@ from dataflows.flow import build_flow, decoder, kafka_sources, main_sink  # noqa
 from dataflows.settings import Settings, load_settings  # noqa: E402
 from operators.decode import decode_batch  # noqa: E402
 from operators.records import Kind, RawRecord  # noqa: E402
-from operators.sink_rows import SinkRow  # noqa: E402
+from operators.sink_rows import EVENT_TIME  # noqa: E402
+from sinks.upsert import UpsertSink  # noqa: E402
 
 SECURITIES = Lookup(
     name="security",
@@ -221,7 +220,7 @@ def cut_flow(settings: Settings, stage: str) -> Dataflow:
     if stage == "join":
         return build_flow(settings, metered_sources(settings), sink=Discard(stage))
     if stage == "database":
-        return build_flow(settings, metered_sources(settings), MeteredSink(main_sink(settings)))
+        return build_flow(settings, metered_sources(settings), metered_sink(settings))
     flow = Dataflow("enrich")
     sources = metered_sources(settings)
     raw = op.merge("raw", *(op.input(name, flow, src) for name, src in sources.items()))
@@ -275,55 +274,29 @@ def bench_throughput(events: int, rows: int, runs: int = 2) -> list[str]:
     return lines
 
 
-class _Metered(StatefulSinkPartition[list[SinkRow], None]):
-    """The real partition; after each commit, counts its rows and their latencies."""
+def metered_sink(settings: Settings, out: Path | None = None) -> UpsertSink:
+    """The database sink, counting rows as they commit; with `out`, each row's
+    event-to-commit seconds. Told by the sink at each commit, on the thread that
+    wrote, so rows still in flight (`ENRICH_SINK_OVERLAP`) are not counted early."""
+    lines = None if out is None else out.open("a")
 
-    def __init__(self, inner: StatefulSinkPartition[list[SinkRow], None], out: Path | None) -> None:
-        self._inner = inner
-        self._out = None if out is None else out.open("a")
+    def committed(rows: Sequence[Sequence[Any]], at: float) -> None:
+        Meter.add(len(rows))
+        if lines is not None:
+            lines.write(
+                "".join(
+                    f"{at - row[EVENT_TIME]:.6f}\n" for row in rows if row[EVENT_TIME] is not None
+                )
+            )
+            lines.flush()
 
-    def write_batch(self, values: list[list[SinkRow]]) -> None:
-        self._inner.write_batch(values)
-        Meter.add(sum(len(group) for group in values))
-        if self._out is not None:
-            now = time.time()
-            self._out.write("".join(f"{now - r.event_time:.6f}\n" for g in values for r in g))
-            self._out.flush()
-
-    def snapshot(self) -> None:
-        return None
-
-    def close(self) -> None:
-        self._inner.close()
-        if self._out is not None:
-            self._out.close()
-
-
-class MeteredSink(FixedPartitionedSink[list[SinkRow], None]):
-    """Wraps the database sink; with `out`, writes each row's event-to-commit seconds."""
-
-    def __init__(
-        self, inner: FixedPartitionedSink[list[SinkRow], None], out: Path | None = None
-    ) -> None:
-        self._inner = inner
-        self._out = out
-
-    def list_parts(self) -> list[str]:
-        return self._inner.list_parts()
-
-    def part_fn(self, item_key: str) -> int:
-        return self._inner.part_fn(item_key)
-
-    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Metered:
-        return _Metered(self._inner.build_part(step_id, for_part, resume_state), self._out)
+    return main_sink(settings, on_commit=committed)
 
 
 def latency_flow(bootstrap: str, work: str) -> None:
     """Tails the topics until killed, writing each row's latency to `work/latency.txt`."""
     settings = settings_for(bootstrap, Path(work), stop_at_end=False)
-    run_with_recovery(
-        build_flow(settings, sink=MeteredSink(main_sink(settings), Path(work) / "latency.txt"))
-    )
+    run_with_recovery(build_flow(settings, sink=metered_sink(settings, Path(work) / "latency.txt")))
 
 
 def bench_latency(rates: list[int], seconds: int, rows: int) -> list[str]:

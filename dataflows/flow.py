@@ -27,7 +27,7 @@ from operators.records import DeadLetter
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
 from sinks.table import EnrichedTable
-from sinks.upsert import UpsertSink
+from sinks.upsert import OnCommit, UpsertSink
 from sources.demo import DemoConfig, DemoSource
 from sources.kafka import EventSource, ReferenceSource
 from sources.kafka_faults import FaultSettings
@@ -160,7 +160,9 @@ def sources(settings: Settings) -> dict[str, Source[Any]]:
     return inputs
 
 
-def main_sink(settings: Settings, recovery: bool | None = None) -> UpsertSink:
+def main_sink(
+    settings: Settings, recovery: bool | None = None, on_commit: OnCommit | None = None
+) -> UpsertSink:
     return UpsertSink(
         database.dialect(settings),
         table(settings),
@@ -169,6 +171,8 @@ def main_sink(settings: Settings, recovery: bool | None = None) -> UpsertSink:
         dead_letters=database.dead_letter_table(settings),
         policy=database.retry_policy(settings),
         recovery=recovery,
+        overlap=settings.sink_overlap,
+        on_commit=on_commit,
     )
 
 

@@ -267,6 +267,9 @@ class OracleDialect:
     its table through it.
     """
 
+    single_writer = False
+    """Sessions write in parallel: each partition has a writer thread of its own."""
+
     def __init__(
         self,
         user: str,
