@@ -16,13 +16,16 @@ arbitrary JSON and bytes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import msgspec
 
 from operators.limits import MAX_INT, MAX_TEXT, MAX_TIME, MIN_INT, MIN_TIME
 from operators.records import Event, FieldType
+from operators.times import epoch_seconds
 
 _new = tuple.__new__
 _parse = msgspec.json.Decoder().decode
@@ -38,6 +41,28 @@ cannot nest deeper than `MAX_DEPTH`: counting brackets (0.2 µs) is skipped."""
 
 _EXACT_FLOAT = 2**53
 """Integers up to this magnitude convert to float exactly, as pydantic converts them."""
+
+_PLAIN_TIME = re.compile(
+    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+    r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?",
+    re.ASCII,
+).fullmatch
+"""The common shape of a text time (RFC 3339, at most microseconds), whose fields
+are each within range as pydantic's parser requires; the calendar (a 30th of
+February, year 0) is `datetime.fromisoformat`'s to refuse, as it is pydantic's.
+Any other text, numeric strings and leap seconds included, goes to pydantic."""
+
+
+def _text_time(text: str) -> float | None:
+    """Epoch seconds of a text time in the common shape and range, else None."""
+    if _PLAIN_TIME(text) is None:
+        return None
+    try:
+        seconds = epoch_seconds(datetime.fromisoformat(text))
+    except ValueError:
+        return None
+    return seconds if MIN_TIME <= seconds <= MAX_TIME else None
+
 
 _TYPES: dict[FieldType, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
@@ -103,8 +128,12 @@ def fast_events(
             if not MIN_TIME <= event_time <= MAX_TIME:
                 return None
             event_time = float(event_time)
+        elif kind is str:
+            event_time = _text_time(event_time)
+            if event_time is None:
+                return None
         elif event_time is not None:
-            return None  # text times and the rest: the checked path parses them
+            return None
         for name, declared in fields:
             item: Any = obj.get(name)
             if item is None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_decode_properties import document_bytes, event_documents
+from test_decode_properties import TIMES, document_bytes, event_documents
 
 from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.fast_events import MAX_DEPTH, fast_events
@@ -164,6 +164,64 @@ def test_the_filter_on_a_fast_event_sees_coerced_fields_and_reports_a_missing_on
     assert same_both_ways(b'{"security_id":"S","price":1}', FILTERED, FILTERED_CHECKED) is None
     missing = same_both_ways(b'{"security_id":"S"}', FILTERED, FILTERED_CHECKED)
     assert missing.reason == "filter_field_missing"
+
+
+TWO_DIGITS = st.sampled_from(
+    ["00", "01", "09", "12", "13", "23", "24", "28", "29", "30", "31", "59", "60", "99"]
+)
+OFFSETS = ["", "Z", "z", "+00:00", "-00:00", "+23:59", "-23:59", "+24:00", "+00:60", "+13:00"]
+OFFSETS += ["-05:30", "+0100", "+01", "+01:00:30"]
+text_times = st.builds(
+    "{}-{}-{}T{}:{}:{}{}{}".format,
+    st.sampled_from(["0000", "0001", "1969", "1970", "2023", "2024", "9999"]),
+    TWO_DIGITS,
+    TWO_DIGITS,
+    TWO_DIGITS,
+    TWO_DIGITS,
+    TWO_DIGITS,
+    st.sampled_from(["", ".", ".5", ".000001", ".123456", ".1234567"]),
+    st.sampled_from(OFFSETS),
+)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *TIMES,
+        "2024-02-29T00:00:00",
+        "2023-02-29T00:00:00",
+        "2024-01-01T00:00:00+00:60",
+        "2024-01-01T23:59:60Z",
+        "2024-01-01 00:00:00Z",
+        "2024-01-01T00:00:00.1234567Z",
+        "0001-01-02T00:00:00Z",
+        "0001-01-01T23:59:59.999999Z",
+        "9999-12-31T00:00:00Z",
+        "9999-12-31T00:00:00.000001Z",
+        "١٩٧٠-01-01T00:00:00",
+    ],
+)
+def test_text_times_decode_alike_on_both_paths(text: str) -> None:
+    same_both_ways(json.dumps({"security_id": "S", "ts": text}).encode())
+
+
+def test_a_plain_text_time_takes_the_fast_path() -> None:
+    fast = fast_events("security_id", "event_id", "ts", {}, 1_000)
+    assert fast is not None
+    for text, seconds in [
+        ("1970-01-01T00:01:00Z", 60.0),
+        ("1970-01-01T09:00:00.5+09:00", 0.5),
+        ("1970-01-01T00:00:00", 0.0),
+    ]:
+        event = fast(json.dumps({"security_id": "S", "ts": text}).encode(), "o", 0)
+        assert event is not None
+        assert event.event_time == seconds
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(text_times)
+def test_any_text_time_of_the_common_shape_decodes_alike(text: str) -> None:
+    same_both_ways(json.dumps({"security_id": "S", "ts": text}).encode())
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
