@@ -53,7 +53,7 @@ February, year 0) is `datetime.fromisoformat`'s to refuse, as it is pydantic's.
 Any other text, numeric strings and leap seconds included, goes to pydantic."""
 
 
-def _text_time(text: str) -> float | None:
+def text_time(text: str) -> float | None:
     """Epoch seconds of a text time in the common shape and range, else None."""
     if _PLAIN_TIME(text) is None:
         return None
@@ -129,7 +129,7 @@ def fast_events(
                 return None
             event_time = float(event_time)
         elif kind is str:
-            event_time = _text_time(event_time)
+            event_time = text_time(event_time)
             if event_time is None:
                 return None
         elif event_time is not None:
