@@ -230,6 +230,30 @@ def test_any_document_or_bytes_decode_alike_on_both_paths(value: bytes) -> None:
     same_both_ways(value)
 
 
+NEAR_JSON = b'0123456789-+.eE"\\/u{}[]:, \t\nntfalsrNIy\x00\x1f\x7f\xc3\xa9\xed\xff'
+"""Bytes that make a document almost JSON: digits, escapes, brackets, odd literals, bad UTF-8."""
+
+
+@st.composite
+def near_json(draw: st.DrawFn) -> bytes:
+    """A valid event document with a few bytes replaced or inserted: the edges of the grammar."""
+    value = bytearray(json.dumps(draw(event_documents)).encode())
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(value)))
+        byte = draw(st.sampled_from(NEAR_JSON))
+        if draw(st.booleans()) and at < len(value):
+            value[at] = byte
+        else:
+            value.insert(at, byte)
+    return bytes(value)
+
+
+@settings(max_examples=600, deadline=None, derandomize=True)
+@given(near_json())
+def test_almost_json_decodes_alike_on_both_paths(value: bytes) -> None:
+    same_both_ways(value)
+
+
 @settings(max_examples=200, deadline=None, derandomize=True)
 @given(event_documents)
 def test_any_event_document_decodes_alike_with_a_filter(document: Any) -> None:
