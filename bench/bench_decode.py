@@ -43,6 +43,7 @@ from sources.demo import DemoConfig, build_plan  # noqa: E402
 
 BATCH = 1_000
 _TS = re.compile(rb'"ts": ([0-9.]+)')
+_PRICE = re.compile(rb'"price": ([0-9.]+)')
 
 
 def demo_records(events: int) -> list[RawRecord]:
@@ -62,6 +63,11 @@ def with_text_times(records: list[RawRecord]) -> list[RawRecord]:
         return b'"ts": "' + when.isoformat().encode() + b'"'
 
     return [raw._replace(value=_TS.sub(iso, raw.value or b"")) for raw in records]
+
+
+def with_prices_as_text(records: list[RawRecord]) -> list[RawRecord]:
+    """The same records with each price as text (`"339.63"`), as some producers send decimals."""
+    return [raw._replace(value=_PRICE.sub(rb'"price": "\1"', raw.value or b"")) for raw in records]
 
 
 def struct_decoder(decoder: Decoder) -> FastDecode:
@@ -159,6 +165,7 @@ def decode_table(records: list[RawRecord], rounds: int) -> list[str]:
     product = decoder(Settings())
     checked = dataclasses.replace(product, fast_path=False)
     text_times = with_text_times(records)
+    text_prices = with_prices_as_text(records)
     quotes = [raw for raw in records if raw.kind is Kind.EVENT and raw.value]
     parsed = [raw for raw in quotes if _parses(raw.value)]
     values = [raw.value for raw in parsed]
@@ -189,6 +196,14 @@ def decode_table(records: list[RawRecord], rounds: int) -> list[str]:
         "text times, checked path only (before)": (
             len(text_times),
             per_batch(text_times, lambda b: decode_batch(checked, "security", b)),
+        ),
+        "prices as text, fast path (product)": (
+            len(text_prices),
+            per_batch(text_prices, lambda b: decode_batch(product, "security", b)),
+        ),
+        "prices as text, checked path only (before)": (
+            len(text_prices),
+            per_batch(text_prices, lambda b: decode_batch(checked, "security", b)),
         ),
         "well-formed quotes, fast path (product)": (
             len(parsed),

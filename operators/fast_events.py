@@ -66,6 +66,12 @@ def text_time(text: str) -> float | None:
     return seconds if MIN_TIME <= seconds <= MAX_TIME else None
 
 
+_NUMBER_TEXT = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII).fullmatch
+_INTEGER_TEXT = re.compile(r"-?(?:0|[1-9]\d{0,18})", re.ASCII).fullmatch
+"""A number sent as text, as many producers send decimals: for a declared `float`
+or `int` field, text in JSON's own number syntax is the number pydantic makes of
+it (both round correctly); other spellings (`" 1.5"`, `"1_0"`, `"+1"`) go to it."""
+
 _TYPES: dict[FieldType, type] = {"str": str, "int": int, "float": float, "bool": bool}
 
 
@@ -149,6 +155,16 @@ def fast_events(
                     return None
             elif declared is float and kind is int and -_EXACT_FLOAT <= item <= _EXACT_FLOAT:
                 obj[name] = float(item)
+            elif kind is str and declared is float and _NUMBER_TEXT(item):
+                number = float(item)
+                if number - number != 0.0:  # overflowed to infinity: pydantic refuses it
+                    return None
+                obj[name] = number
+            elif kind is str and declared is int and _INTEGER_TEXT(item):
+                number = int(item)
+                if not MIN_INT <= number <= MAX_INT:
+                    return None
+                obj[name] = number
             else:
                 return None
         # tuple.__new__ skips the NamedTuple constructor's Python frame.

@@ -95,6 +95,22 @@ EDGES = [
     b'{"security_id":"S","price":"1.5","size":"2","urgent":"yes"}',
     b'{"security_id":"S","size":2.0,"urgent":1}',
     b'{"security_id":"S","price":true}',
+    # Numbers sent as text: JSON's own number syntax is taken, other spellings go to pydantic.
+    b'{"security_id":"S","price":"339.63","size":"300"}',
+    b'{"security_id":"S","price":"-0","size":"-0"}',
+    b'{"security_id":"S","price":"1e400"}',
+    b'{"security_id":"S","price":"1e-400","size":"9223372036854775807"}',
+    b'{"security_id":"S","size":"9223372036854775808"}',
+    b'{"security_id":"S","size":"-9223372036854775809"}',
+    b'{"security_id":"S","size":"' + b"9" * 5000 + b'"}',
+    b'{"security_id":"S","price":"0.1000000000000000055511151231257827"}',
+    b'{"security_id":"S","price":"2.4703282292062328e-324"}',
+    b'{"security_id":"S","price":"9007199254740993","size":"1.0"}',
+    b'{"security_id":"S","price":" 1.5","size":"007"}',
+    b'{"security_id":"S","price":"1_0","size":"+1"}',
+    b'{"security_id":"S","price":"NaN","size":""}',
+    b'{"security_id":"S","price":"-","size":"-"}',
+    b'{"security_id":"S","price":".5","size":"\\u0661"}',
     b'{"security_id":true}',
     b'{"security_id":""}',
     b'{"security_id":"S","event_id":""}',
@@ -216,6 +232,22 @@ def test_a_plain_text_time_takes_the_fast_path() -> None:
         event = fast(json.dumps({"security_id": "S", "ts": text}).encode(), "o", 0)
         assert event is not None
         assert event.event_time == seconds
+
+
+numbers_as_text = st.one_of(
+    st.floats().map(repr),
+    st.integers().map(str),
+    st.from_regex(r"-?(0|[1-9][0-9]{0,25})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?", fullmatch=True),
+    st.text(alphabet="0123456789.-+eE_ ", max_size=12),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(numbers_as_text, numbers_as_text)
+def test_numbers_sent_as_text_decode_alike(price: str, size: str) -> None:
+    same_both_ways(json.dumps({"security_id": "S", "price": price, "size": size}).encode())
+    same_both_ways(json.dumps({"security_id": "S", "price": price}).encode())
+    same_both_ways(json.dumps({"security_id": "S", "size": size}).encode())
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
