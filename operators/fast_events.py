@@ -45,14 +45,15 @@ _EXACT_FLOAT = 2**53
 """Integers up to this magnitude convert to float exactly, as pydantic converts them."""
 
 _PLAIN_TIME = re.compile(
-    r"\d{4}-\d\d-\d\dT(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
+    r"\d{4}-\d\d-\d\d[T ](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,6})?"
     r"(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?",
     re.ASCII,
 ).fullmatch
-"""The common shape of a text time (RFC 3339, at most microseconds), whose fields
-are each within range as pydantic's parser requires; the calendar (a 30th of
-February, year 0) is `datetime.fromisoformat`'s to refuse, as it is pydantic's.
-Any other text, numeric strings and leap seconds included, goes to pydantic."""
+"""The common shape of a text time (RFC 3339, `T` or a space between date and
+time, at most microseconds), whose fields are each within range as pydantic's
+parser requires; the calendar (a 30th of February, year 0) is
+`datetime.fromisoformat`'s to refuse, as it is pydantic's. Any other text,
+numeric strings and leap seconds included, goes to pydantic."""
 
 
 def text_time(text: str) -> float | None:

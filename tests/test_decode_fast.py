@@ -188,10 +188,11 @@ TWO_DIGITS = st.sampled_from(
 OFFSETS = ["", "Z", "z", "+00:00", "-00:00", "+23:59", "-23:59", "+24:00", "+00:60", "+13:00"]
 OFFSETS += ["-05:30", "+0100", "+01", "+01:00:30"]
 text_times = st.builds(
-    "{}-{}-{}T{}:{}:{}{}{}".format,
+    "{}-{}-{}{}{}:{}:{}{}{}".format,
     st.sampled_from(["0000", "0001", "1969", "1970", "2023", "2024", "9999"]),
     TWO_DIGITS,
     TWO_DIGITS,
+    st.sampled_from(["T", " ", "t", "_"]),
     TWO_DIGITS,
     TWO_DIGITS,
     TWO_DIGITS,
@@ -226,6 +227,7 @@ def test_a_plain_text_time_takes_the_fast_path() -> None:
     assert fast is not None
     for text, seconds in [
         ("1970-01-01T00:01:00Z", 60.0),
+        ("1970-01-01 00:01:00.25", 60.25),
         ("1970-01-01T09:00:00.5+09:00", 0.5),
         ("1970-01-01T00:00:00", 0.0),
     ]:
