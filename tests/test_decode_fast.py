@@ -1,11 +1,12 @@
 """The fast path of event decoding gives exactly the checked path's answer, or none.
 
 `operators.fast_events` parses with msgspec, where the checked path parses with
-pydantic-core; the two parsers disagree on some inputs (nesting depth, and
-orjson, tried first, on big integers), and the fast path coerces a few types
-itself. Each such edge, and arbitrary JSON and bytes, must decode to the same
-records with the same types, dead letters included, and the common event must
-actually take the fast path.
+pydantic-core; the two parsers disagree on some inputs (how deep they nest,
+overflowing literals such as 1e400; orjson, measured too, also on big
+integers), and the fast path coerces a few types itself (integers for floats,
+numbers and times sent as text). Each such edge, and arbitrary JSON and bytes,
+must decode to the same records with the same types, dead letters included,
+and the common event must actually take the fast path.
 """
 
 from __future__ import annotations
