@@ -26,6 +26,7 @@ from pydantic import Field as PydanticField
 from pydantic_core import from_json
 from typing_extensions import TypedDict
 
+from operators.fast_events import FastDecode, fast_events
 from operators.filters import FILTER_FIELD_MISSING, FieldMissing, Predicate
 from operators.limits import (
     MAX_INT,
@@ -162,6 +163,10 @@ class Decoder:
     Schemas are TypedDicts checked by pydantic `TypeAdapter`s: the same rules
     as models, at about half the cost, since no model instance is built.
     `keep_event` filters events after validation, before they reach any state.
+    Events first try `operators.fast_events`, which gives the same answer for
+    the common well-formed event at a fraction of the cost and leaves every
+    other record to the checked path here; `fast_path=False` leaves all of
+    them to it (tests and the benchmark compare the two).
     """
 
     lookup_field: str
@@ -171,7 +176,9 @@ class Decoder:
     references: Mapping[str, ReferenceSchema]
     max_record_bytes: int
     keep_event: Predicate | None = None
+    fast_path: bool = True
     _event_schema: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
+    _fast: FastDecode | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         optional = {
@@ -187,9 +194,36 @@ class Decoder:
             },
         )
         object.__setattr__(self, "_event_schema", TypeAdapter(event_schema))
+        fast = None
+        if self.fast_path:
+            fast = fast_events(
+                self.lookup_field,
+                self.event_id_field,
+                self.event_time_field,
+                self.event_fields,
+                self.max_record_bytes,
+            )
+        object.__setattr__(self, "_fast", fast)
 
     def decode(self, raw: RawRecord, seq: int = 0) -> Event | RefUpdate | DeadLetter | None:
         """The record decoded; None for an event the filter leaves out; `seq` is an event's."""
+        if self._fast is not None and raw.kind is Kind.EVENT:
+            event = self._fast(raw.value, raw.origin, seq)
+            if event is not None:
+                return self.kept(event, raw)
+        return self.checked(raw, seq)
+
+    def kept(self, event: Event, raw: RawRecord) -> Event | DeadLetter | None:
+        """A valid event through the event filter: itself, None, or a dead letter."""
+        if self.keep_event is None:
+            return event
+        try:
+            return event if self.keep_event(event.fields) else None
+        except FieldMissing as exc:
+            return self._field_missing(raw, exc)
+
+    def checked(self, raw: RawRecord, seq: int = 0) -> Event | RefUpdate | DeadLetter | None:
+        """`decode` by pydantic alone: the rules' one definition, with their messages."""
         try:
             if raw.kind is Kind.EVENT:
                 return self._event(raw, seq)
@@ -200,9 +234,13 @@ class Decoder:
         except Invalid as exc:
             return DeadLetter(exc.reason, exc.detail, raw.value, raw.key, raw.origin)
         except FieldMissing as exc:
-            which = "the event filter" if raw.kind is Kind.EVENT else f"lookup {raw.lookup!r}"
-            detail = f"{which} tests field {exc.field!r}, which the record lacks"
-            return DeadLetter(FILTER_FIELD_MISSING, detail, raw.value, raw.key, raw.origin)
+            return self._field_missing(raw, exc)
+
+    @staticmethod
+    def _field_missing(raw: RawRecord, exc: FieldMissing) -> DeadLetter:
+        which = "the event filter" if raw.kind is Kind.EVENT else f"lookup {raw.lookup!r}"
+        detail = f"{which} tests field {exc.field!r}, which the record lacks"
+        return DeadLetter(FILTER_FIELD_MISSING, detail, raw.value, raw.key, raw.origin)
 
     def _event(self, raw: RawRecord, seq: int) -> Event | None:
         obj = _load_object(raw.value, self.max_record_bytes)
@@ -277,13 +315,24 @@ def decode_batch(
     bad_references: list[DeadLetter] = []
     caught_up: list[CaughtUp] = []
     events = replayed_invalid = filtered_events = filtered_references = 0
+    fast, kept, checked, event_kind = decoder._fast, decoder.kept, decoder.checked, Kind.EVENT
     for seq, raw in enumerate(batch, first_seq):
         if type(raw) is CaughtUp:
             caught_up.append(raw)
             continue
-        is_event = raw.kind is Kind.EVENT  # type: ignore[union-attr]
-        events += is_event
-        record = decoder.decode(raw, seq)  # type: ignore[arg-type]
+        is_event = raw.kind is event_kind  # type: ignore[union-attr]
+        record: Event | RefUpdate | DeadLetter | None = None
+        if is_event:
+            events += 1
+            # The fast path inline: a method call per event is a tenth of its cost.
+            if fast is not None:
+                record = fast(raw.value, raw.origin, seq)  # type: ignore[union-attr]
+            if record is None:
+                record = checked(raw, seq)  # type: ignore[arg-type]
+            elif decoder.keep_event is not None:
+                record = kept(record, raw)  # type: ignore[arg-type]
+        else:
+            record = checked(raw, seq)  # type: ignore[arg-type]
         if record is None:
             filtered_events += 1
         elif type(record) is DeadLetter:
@@ -298,7 +347,7 @@ def decode_batch(
             group = good.get(lookup)
             if group is None:
                 group = good[lookup] = []
-            group.append(record)  # type: ignore[arg-type]  # not a DeadLetter: handled above
+            group.append(record)  # type: ignore[arg-type]
             filtered_references += type(record) is RefUpdate and record.filtered
     return DecodedBatch(
         good,

@@ -61,6 +61,16 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
             "| 500 | 500 |",
         ],
     ),
+    "decode": (
+        ["bench_decode.py", "--smoke"],
+        [
+            "| demo records, fast path (product) | 2,124 |",
+            "| demo records, checked path only (before) | 2,124 |",
+            "| text times, fast path (product) | 2,124 |",
+            "| parse only: msgspec (kept) |",
+            "| tuple.__new__(Event, (...)) (kept) |",
+        ],
+    ),
     "publisher": (
         ["bench_publisher.py", "--smoke"],
         ["| full load, empty topic, 500 rows | 500 | 500 | 0 |", "| full load again"],
