@@ -171,7 +171,6 @@ def main_sink(
         dead_letters=database.dead_letter_table(settings),
         policy=database.retry_policy(settings),
         recovery=recovery,
-        overlap=settings.sink_overlap,
         on_commit=on_commit,
     )
 

@@ -54,12 +54,6 @@ C = TypeVar("C", bound=Connection)
 class Dialect(Protocol[C]):
     """How to connect to one database, create tables in it and upsert rows into it."""
 
-    @property
-    def single_writer(self) -> bool:
-        """Whether the database takes one writer at a time (SQLite's file lock): then a
-        process's sink partitions share one writer thread rather than queue on the lock."""
-        ...
-
     def connect(self) -> C:
         """A connection with whatever session settings writing needs; `close()` gives it back."""
         ...

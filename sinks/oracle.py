@@ -267,9 +267,6 @@ class OracleDialect:
     its table through it.
     """
 
-    single_writer = False
-    """Sessions write in parallel: each partition has a writer thread of its own."""
-
     def __init__(
         self,
         user: str,

@@ -8,7 +8,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from operators.identifiers import quote
 from sinks.dialect import RowError
@@ -75,7 +75,6 @@ class SqliteDialect:
 
     path: Path
     busy_timeout_seconds: float = 30.0
-    single_writer: ClassVar[bool] = True
 
     def connect(self) -> sqlite3.Connection:
         """A connection in WAL mode; `CannotOpen`, naming the path, if the file is unusable."""

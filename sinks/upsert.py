@@ -1,11 +1,9 @@
 """The main sink: enriched events upserted by event id, one connection per partition.
 
 Written once for every database; a `Dialect` holds what differs. Recovery
-needs no sink state. Each chunk is committed before the epoch it belongs to
-is recorded (with `overlap`, on a writer thread beside the worker's, waited
-for by `snapshot`: `sinks.writer`), so a crash either loses an uncommitted
-chunk, which the dataflow replays, or leaves committed rows, which the
-replay overwrites with the same values.
+needs no sink state. Each chunk is committed before `write_batch` returns, so
+a crash either loses an uncommitted chunk, which the dataflow replays, or
+leaves committed rows, which the replay overwrites with the same values.
 Upserting by event id is what turns at-least-once delivery into exactly one
 row per event.
 
@@ -34,7 +32,6 @@ from sinks.dialect import Dialect, RowError
 from sinks.retry import SYSTEM_CLOCK, CircuitState, Clock, Retrier, RetryPolicy
 from sinks.schema import create_tables
 from sinks.table import DB_REJECTED, DeadLetterTable, EnrichedTable
-from sinks.writer import Flight, Lanes
 from telemetry import metrics
 
 log = logging.getLogger("enrich.sink")
@@ -121,7 +118,6 @@ class _UpsertPartition(StatefulSinkPartition[list[SinkRow], None]):
         dead_letters: DeadLetterTable,
         retrier: Retrier,
         batch_size: int,
-        flight: Flight | None = None,
         on_commit: OnCommit | None = None,
     ) -> None:
         self._dialect = dialect
@@ -129,18 +125,11 @@ class _UpsertPartition(StatefulSinkPartition[list[SinkRow], None]):
         self._dead_letters = dead_letters
         self._retrier = retrier
         self._batch_size = batch_size
-        self._flight = flight
         self._on_commit = on_commit
         self._conn: Any = None
 
     def write_batch(self, values: list[list[SinkRow]]) -> None:
         records = [row for group in values for row in group]
-        if self._flight is None:
-            self._write(records)
-        else:
-            self._flight.submit(partial(self._write, records))
-
-    def _write(self, records: list[SinkRow]) -> None:
         for start in range(0, len(records), self._batch_size):
             chunk = records[start : start + self._batch_size]
             params = [row.binds for row in chunk]
@@ -209,24 +198,11 @@ class _UpsertPartition(StatefulSinkPartition[list[SinkRow], None]):
         return refused
 
     def snapshot(self) -> None:
-        """The epoch closes: what it wrote must be committed before Bytewax records it."""
-        if self._flight is not None:
-            self._flight.wait()
+        return None
 
     def close(self) -> None:
-        if self._flight is None:
-            self._close_connection()
-            return
-        try:  # on the writer thread, which owns the connection
-            self._flight.submit(self._close_connection)
-            self._flight.wait()
-        except Exception:
-            log.debug("closing after a failed write", exc_info=True)
-
-    def _close_connection(self) -> None:
         if self._conn is not None:
             self._conn.close()
-            self._conn = None
 
 
 class UpsertSink(FixedPartitionedSink[list[SinkRow], None]):
@@ -249,14 +225,10 @@ class UpsertSink(FixedPartitionedSink[list[SinkRow], None]):
         policy: RetryPolicy = DEFAULT_POLICY,
         clock: Clock = SYSTEM_CLOCK,
         recovery: bool | None = None,
-        overlap: bool = False,
         on_commit: OnCommit | None = None,
     ) -> None:
         """`recovery`: whether the run has a recovery store (None: unknown), for messages.
-
-        `overlap`: write on writer threads while the worker goes on (`sinks.writer`);
-        without it `write_batch` returns once its rows are committed. `on_commit`: called
-        after each commit, on the thread that wrote (benchmarks measure latency with it).
+        `on_commit`: called after each commit (benchmarks count rows and latency with it).
         """
         if partitions < 1 or batch_size < 1:
             raise ValueError(f"partitions ({partitions}) and batch_size ({batch_size}) must be > 0")
@@ -268,9 +240,7 @@ class UpsertSink(FixedPartitionedSink[list[SinkRow], None]):
         self.policy = policy
         self.clock = clock
         self.recovery = recovery
-        self.overlap = overlap
         self.on_commit = on_commit
-        self._lanes = Lanes("enrich-sink")
 
     def list_parts(self) -> list[str]:
         return routing.names(self.partitions)
@@ -283,15 +253,11 @@ class UpsertSink(FixedPartitionedSink[list[SinkRow], None]):
     ) -> StatefulSinkPartition[list[SinkRow], None]:
         retrier = _retrier(for_part, self.dialect, self.policy, self.clock, self.recovery)
         retrier.run(partial(create_tables, self.dialect, self.table, self.dead_letters))
-        flight = None
-        if self.overlap:
-            flight = Flight(self._lanes.lane(for_part, self.dialect.single_writer))
         return _UpsertPartition(
             self.dialect,
             self.table,
             self.dead_letters,
             retrier,
             self.batch_size,
-            flight,
             self.on_commit,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 from sinks.dialect import RowError
 from sinks.sqlite import SqliteDialect
@@ -73,7 +73,6 @@ class FlakyDialect:
     where: Where = "commit"
     connections: int = 0
     discarded: int = 0
-    single_writer: ClassVar[bool] = True
 
     def trip(self, where: Where) -> None:
         if where == self.where and self.failures:

@@ -433,3 +433,18 @@ def test_a_table_of_an_earlier_version_is_refused_at_start_naming_the_missing_co
         conn.commit()
     write(dialect, [enriched("e1")])
     assert list(stored(dialect)) == ["e1"]
+
+
+def test_on_commit_is_told_each_committed_chunk_after_its_commit(dialect: SqliteDialect) -> None:
+    """Benchmarks count rows and their latency at the commit, not when they were handed over."""
+    told: list[tuple[list[str], int]] = []
+
+    def committed(rows: Any, at: float) -> None:
+        told.append(([row[0] for row in rows], len(stored(dialect))))
+        assert at > 0
+
+    upsert = UpsertSink(dialect, TABLE, 1, 2, on_commit=committed)
+    partition = upsert.build_part("out", "0", None)
+    partition.write_batch([[enriched("e1"), enriched("e2"), enriched("e3")]])
+    partition.close()
+    assert told == [(["e1", "e2"], 2), (["e3"], 3)]
