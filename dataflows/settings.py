@@ -61,7 +61,7 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
     table: str = "enriched_events"
     sink_partitions: int = Field(4, gt=0, le=1024)
     sink_batch_size: int = Field(5_000, gt=0)
-    sink_lookup_index: bool = True
+    sink_lookup_index: bool = False
     """Whether a table the sink creates gets an index on lookup_id (docs/BENCHMARKS.md)."""
     dead_letter_path: Path = Path("demo-output/dead_letters.jsonl")
     dead_letter_table: str = "enrich_dead_letters"

@@ -116,7 +116,7 @@ class EnrichedTable:
     unstored_fields: frozenset[str]
     keep_fields: bool = False
     """Whether sink rows keep the event's whole document (for the enriched topic)."""
-    lookup_index: bool = True
+    lookup_index: bool = False
     """Whether a table it creates gets an index on `lookup_id`: for readers that look rows
     up by it; the sink never does, and each row costs more to write with it."""
     _schema: tuple[Column, ...] = field(init=False, repr=False, compare=False)

@@ -33,6 +33,7 @@ TABLE = EnrichedTable(
     event_columns=(("price", "float"), ("size", "int"), ("urgent", "bool")),
     reference_columns=(("name", "str"),),
     unstored_fields=frozenset({"event_id", "security_id", "ts"}),
+    lookup_index=True,
 )
 LETTERS = DeadLetterTable("enrich_dead_letters")
 

@@ -94,6 +94,7 @@ def tables(dialect: OracleDialect) -> Iterator[tuple[EnrichedTable, DeadLetterTa
         event_columns=(("price", "float"), ("size", "int"), ("urgent", "bool"), ("date", "str")),
         reference_columns=(("cusip", "str"), ("name", "str")),
         unstored_fields=frozenset({"event_id", "security_id", "ts"}),
+        lookup_index=True,
     )
     letters = DeadLetterTable(f"dead_{suffix}")
     yield table, letters
