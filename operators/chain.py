@@ -18,8 +18,6 @@ from operators.records import Event, Joined, MissReason, Outcome, Status, Versio
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
-_LOOKUP_ID_TYPES = (str, int)
-
 
 @dataclass(frozen=True)
 class Stage:
@@ -48,21 +46,36 @@ def advance(rec: Joined, stage: Stage, next_key: str) -> Event:
 
     A key that is missing, empty or not text or a whole number gives an empty
     `lookup_id`, which the next lookup turns into a `missing_key` miss under
-    its own policy.
+    its own policy. Runs once per event per hand-on: the fields are copied
+    once and the `Event` built without its Python-level `__new__`.
     """
     event = rec.event
-    fields = dict(event.fields)
-    fields.update(zip(stage.columns, _values(stage, rec), strict=True))
+    fields = event.fields.copy()
+    row = rec.row
+    columns = stage.columns
+    if row is None:
+        fields.update(dict.fromkeys(columns))
+    else:
+        fields.update(zip(columns, row, strict=False))  # the row: columns, then version
     key = fields.get(next_key)
-    valid = isinstance(key, _LOOKUP_ID_TYPES) and not isinstance(key, bool) and key != ""
-    return Event(
-        event.event_id,
-        str(key) if valid else "",
-        event.event_time,
-        fields,
-        event.origin,
-        (*event.stages, _outcome(stage, rec)),
-        event.seq,
+    kind = type(key)
+    if kind is str:
+        lookup_id = key
+    elif isinstance(key, str | int) and kind is not bool:
+        lookup_id = str(key)
+    else:
+        lookup_id = ""
+    return _new(
+        Event,
+        (
+            event.event_id,
+            lookup_id,
+            event.event_time,
+            fields,
+            event.origin,
+            (*event.stages, _outcome(stage, rec)),
+            event.seq,
+        ),
     )
 
 
