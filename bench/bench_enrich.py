@@ -329,12 +329,35 @@ def run_demo(events_count: int, references: int, workers: int = 1, processes: in
         for command, log in zip(commands, logs, strict=True):
             with log.open("wb") as out:
                 children.append(subprocess.Popen(command, env=env, stdout=out, stderr=out))
-        codes = [child.wait() for child in children]
+        failed = _wait_all(children, DEMO_TIMEOUT_SECONDS)
         seconds = time.perf_counter() - started
-        for code, log in zip(codes, logs, strict=True):
-            if code:
-                raise RuntimeError(f"the demo failed ({code}): {log.read_text()[-3000:]}")
+        if failed is not None:
+            index, code = failed
+            raise RuntimeError(f"the demo failed ({code}): {logs[index].read_text()[-3000:]}")
         return seconds
+
+
+DEMO_TIMEOUT_SECONDS = 600.0
+
+
+def _wait_all(children: list[subprocess.Popen[bytes]], timeout: float) -> tuple[int, int] | None:
+    """Wait for every child; the first that fails (or the deadline) stops the others, which
+    would otherwise wait for their lost peer forever. Returns (index, exit code) of a failure."""
+    deadline = time.monotonic() + timeout
+    while True:
+        codes = [child.poll() for child in children]
+        failed = next(((i, code) for i, code in enumerate(codes) if code), None)
+        if failed is None and time.monotonic() > deadline:
+            failed = (0, -1)
+        if failed is not None:
+            for child in children:
+                if child.poll() is None:
+                    child.kill()
+                    child.wait()
+            return failed
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(0.05)
 
 
 def free_ports(count: int) -> list[int]:
