@@ -21,9 +21,9 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
         ["bench_sink.py", "--smoke"],
         ["| dataflow, 1 worker | 8 | 2,000 |", "| plain executemany (ceiling) | - | 2,000 |"],
     ),
-    "sink without the lookup index": (
-        ["bench_sink.py", "--smoke", "--no-lookup-index"],
-        ["without the lookup_id index", "| threads, 1 per partition | 4 | 2,000 |"],
+    "sink with the lookup index": (
+        ["bench_sink.py", "--smoke", "--lookup-index"],
+        ["with the lookup_id index", "| threads, 1 per partition | 4 | 2,000 |"],
     ),
     "sink row": (
         ["bench_sink_row.py", "--smoke"],
