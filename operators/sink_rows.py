@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, NamedTuple
 
 from operators.records import Event, Joined, MissReason, Outcome, Status, Version
@@ -82,25 +81,27 @@ def _number(value: object) -> str:
     return json.dumps(value)
 
 
-@cache
-def _head(lookup: str, status: Status, reason: MissReason | None) -> str:
+_HEADS: dict[tuple[str, str, str | None], str] = {}
+"""Each outcome's constant JSON start, by lookup, status and miss reason as plain strings:
+an enum member as a key would hash through `Enum.__hash__`, a Python call per row."""
+
+
+def _head(lookup: str, status: str, reason: str | None) -> str:
     """The constant start of one outcome's JSON object; a chain has a handful of them."""
-    text = json.dumps(
-        {
-            "lookup": lookup,
-            "status": status.value,
-            "miss_reason": None if reason is None else reason.value,
-        },
-        separators=(",", ":"),
-    )
-    return text[:-1] + ',"waited_ms":'
+    key = (lookup, status, reason)
+    head = _HEADS.get(key)
+    if head is None:
+        text = json.dumps(
+            {"lookup": lookup, "status": status, "miss_reason": reason}, separators=(",", ":")
+        )
+        head = _HEADS[key] = text[:-1] + ',"waited_ms":'
+    return head
 
 
 def _stage_json(o: Outcome) -> str:
-    return (
-        f'{_head(o.lookup, o.status, o.miss_reason)}{_number(o.waited_ms)},"version":'
-        f"{_number(o.version)}}}"
-    )
+    reason = o.miss_reason
+    head = _head(o.lookup, o.status._value_, None if reason is None else reason._value_)
+    return f'{head}{_number(o.waited_ms)},"version":{_number(o.version)}}}'
 
 
 def stages_json(stages: Sequence[Outcome]) -> str:
@@ -172,8 +173,8 @@ class RowShape:
             event.event_id,
             lookup_id,
             event.event_time,
-            status.value,
-            None if reason is None else reason.value,
+            status._value_,  # `.value` is a property: a Python call per row
+            None if reason is None else reason._value_,
             waited_ms,
             version,
             event.seq,
