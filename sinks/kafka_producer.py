@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from telemetry.kafka_logs import logged
+
 _FULL_QUEUE_WAIT_SECONDS = 0.1
 
 
@@ -28,13 +30,15 @@ class ConfirmedProducer:
         self, brokers: Iterable[str], config: Mapping[str, str], linger_ms: int = 50
     ) -> None:
         self._producer = Producer(
-            {
-                "bootstrap.servers": ",".join(brokers),
-                "linger.ms": str(linger_ms),
-                **config,
-                "enable.idempotence": "true",
-                "acks": "all",
-            }
+            logged(
+                {
+                    "bootstrap.servers": ",".join(brokers),
+                    "linger.ms": str(linger_ms),
+                    **config,
+                    "enable.idempotence": "true",
+                    "acks": "all",
+                }
+            )
         )
         self._failures: list[KafkaError] = []
 

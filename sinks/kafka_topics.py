@@ -25,6 +25,7 @@ from operators.sink_rows import (
     SinkRow,
 )
 from sinks.table import EnrichedTable
+from telemetry.kafka_logs import logged
 
 Message = KafkaSinkMessage[bytes | None, bytes | None]
 
@@ -87,5 +88,6 @@ def topic_sink(brokers: Iterable[str], topic: str, config: Mapping[str, str]) ->
     return KafkaSink(
         list(brokers),
         topic,
-        add_config={"enable.idempotence": "true", "linger.ms": "20", **config},
+        # Bytewax hands these to the producer as they are: the logger object too.
+        add_config=logged({"enable.idempotence": "true", "linger.ms": "20", **config}),
     )

@@ -33,6 +33,7 @@ from sources.broker_health import ClusterWatch
 from sources.kafka_admin import list_cluster, require_topics
 from sources.kafka_faults import DEFAULT_FAULTS, FaultSettings, PartitionGuard
 from sources.kafka_progress import CommitReport, PartitionProgress, commit_config
+from telemetry.kafka_logs import logged
 
 _POLL_SECONDS = 0.001
 """How long one poll waits for messages; Bytewax's own Kafka partition uses the same."""
@@ -45,20 +46,22 @@ def consumer_config(
     report: CommitReport | None = None,
 ) -> dict[str, Any]:
     """A consumer that is assigned partitions and keeps its offsets elsewhere."""
-    return {
-        "bootstrap.servers": ",".join(brokers),
-        # Offsets live in the recovery store; the group is never joined, and its
-        # commits (sources/kafka_progress.py) are never read back.
-        **commit_config(report),
-        "enable.auto.commit": "false",
-        "enable.partition.eof": str(end_events).lower(),
-        # librdkafka's 500 ms lets a fetch wait that long for data; the
-        # latency benchmark measured 300 ms p50 with it, 43 ms with 50.
-        "fetch.wait.max.ms": "50",
-        **config,
-        # Never jump silently: a lost offset is reported and handled (sources/kafka_faults.py).
-        "auto.offset.reset": "error",
-    }
+    return logged(
+        {
+            "bootstrap.servers": ",".join(brokers),
+            # Offsets live in the recovery store; the group is never joined, and its
+            # commits (sources/kafka_progress.py) are never read back.
+            **commit_config(report),
+            "enable.auto.commit": "false",
+            "enable.partition.eof": str(end_events).lower(),
+            # librdkafka's 500 ms lets a fetch wait that long for data; the
+            # latency benchmark measured 300 ms p50 with it, 43 ms with 50.
+            "fetch.wait.max.ms": "50",
+            **config,
+            # Never jump silently: a lost offset is reported and handled (sources/kafka_faults.py).
+            "auto.offset.reset": "error",
+        }
+    )
 
 
 class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):

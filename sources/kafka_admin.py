@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from sources.kafka_errors import BrokersUnreachable, KafkaConfigRefused, MissingTopics
+from telemetry.kafka_logs import logged
 
 _SLICE_SECONDS = 1.0
 """One metadata request waits at most this long, so a signal is handled within it."""
@@ -74,7 +75,7 @@ def admin_client(
     with config_checked(config):
         return AdminClient(
             # librdkafka takes callbacks among the properties; the stubs allow only values.
-            {"bootstrap.servers": ",".join(brokers), **config, "error_cb": errors.append}  # type: ignore[dict-item]
+            logged({"bootstrap.servers": ",".join(brokers), **config, "error_cb": errors.append})
         )
 
 
