@@ -16,6 +16,7 @@ from pydantic_core import to_json
 from operators.origins import parse_origin
 from operators.records import DeadLetter
 from operators.sink_rows import (
+    ARRIVAL_SEQ,
     EVENT_ID,
     LOOKUP_ID,
     MISS_REASON,
@@ -58,7 +59,9 @@ def enriched_messages(table: EnrichedTable) -> Callable[[SinkRow], Message]:
     The value is the event as it came, plus the projected reference columns,
     plus what the join did under `enrichment`, apart from the producer's
     fields so no name can collide. The rows must keep the event's document
-    (`EnrichedTable.keep_fields`).
+    (`EnrichedTable.keep_fields`). A late copy of an event id and a later one
+    that hit leave by different steps, so they may reach the topic in either
+    order: `arrival_seq` says which arrived last, as the table's upsert uses it.
     """
     shape = table.rows
     names = shape.reference_columns
@@ -76,6 +79,7 @@ def enriched_messages(table: EnrichedTable) -> Callable[[SinkRow], Message]:
                 "miss_reason": binds[MISS_REASON],
                 "waited_ms": binds[WAITED_MS],
                 "ref_version": binds[REF_VERSION],
+                "arrival_seq": binds[ARRIVAL_SEQ],
             },
         }
         return KafkaSinkMessage(binds[LOOKUP_ID].encode(), to_json(document))
