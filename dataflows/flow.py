@@ -23,6 +23,7 @@ from operators.decode import Decoder, ReferenceSchema
 from operators.enrich_step import join_builder, segment_builder
 from operators.enrichment import EnrichConfig
 from operators.filters import all_of
+from operators.lookup_steps import join_step, park_step
 from operators.records import DeadLetter
 from sinks.dead_letter import dead_letter_file, to_line
 from sinks.kafka_topics import dead_letter_message, enriched_messages, topic_sink
@@ -213,9 +214,10 @@ def enrich_step(name: str, into: Stream[Any], config: EnrichConfig) -> Stream[An
     leave as `Parcels` and never reach the outputs.
     """
     observe = partial(record_tally, name)
-    joined = op.stateful_batch(f"enrich_{name}", into, join_builder(config, time.time, observe))
+    joined = op.stateful_batch(join_step(name), into, join_builder(config, time.time, observe))
     parcels = op.flat_map_batch(f"to_segments_{name}", joined, steps.to_segments)
-    parked = op.stateful_batch(f"park_{name}", parcels, segment_builder(config, time.time, observe))
+    segments = segment_builder(config, time.time, observe)
+    parked = op.stateful_batch(park_step(name), parcels, segments)
     return op.merge(f"outputs_{name}", joined, parked)
 
 

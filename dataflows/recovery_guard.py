@@ -22,6 +22,7 @@ from bytewax.outputs import FixedPartitionedSink
 from dataflows.run_args import recovery_directory
 from dataflows.settings import Settings
 from operators import routing
+from operators.lookup_steps import JOIN_PREFIX, step_of
 from recovery_store import trust
 from recovery_store.layout import Change, StepLayout, changes, waiting_events
 from recovery_store.store import Store, StoreError, read_store
@@ -32,7 +33,7 @@ EXIT_REFUSED = 2
 SETTINGS_OF_STEPS = {
     "dead_letter_out": "ENRICH_DEAD_LETTER_PATH",
     "sink": "ENRICH_SINK_PARTITIONS",
-    "enrich_": "ENRICH_SHARDS",
+    JOIN_PREFIX: "ENRICH_SHARDS",
     "input": "ENRICH_DEMO_PARTITIONS, ENRICH_LOOKUPS",
     "reference_file_": "the file of a lookup in ENRICH_LOOKUPS",
 }
@@ -68,7 +69,8 @@ def _keys(step: Operator, shard_names: list[str]) -> frozenset[str] | None:
     if isinstance(sink, FixedPartitionedSink):
         return frozenset(sink.list_parts())
     if hasattr(step, "builder"):
-        if step.step_id.split(".", 1)[-1].startswith("park_"):
+        lookup_step = step_of(step.step_id)
+        if lookup_step is not None and lookup_step.parked:
             # Keyed by shard and second of arrival: segments of any shard count time out
             # on their own, and the join (`enrich_`) is compared by shard.
             return None

@@ -45,6 +45,7 @@ from operators.enrichment import (
     encoded,
     restore,
 )
+from operators.lookup_steps import segment_key
 from operators.records import MissReason
 
 SEGMENT_SECONDS = 1.0
@@ -294,7 +295,7 @@ def by_segment(shard: str, parcels: Iterable[ToSegment]) -> list[tuple[str, list
     """Group a join's messages by the state key of their segment, keeping their order."""
     groups: dict[str, list[Message]] = {}
     for segment, message in parcels:
-        groups.setdefault(f"{shard}/{segment}", []).append(message)
+        groups.setdefault(segment_key(shard, segment), []).append(message)
     return list(groups.items())
 
 

@@ -85,8 +85,11 @@ def resumed_keys(store: Store) -> dict[str, set[str]]:
 def waiting_events(store: Store, step_id: str) -> int | None:
     """How many events the state of `step_id` that a restart would load holds; None if unknown.
 
-    Only a stateful enrichment step's state is a list (of waiting events);
-    offsets and sink positions are numbers or None. Decoded with the
+    Only a lookup's steps hold waiting events: a segment's state (`park_`) is
+    a list of them, a join's (`enrich_`) a tuple of its held events, its book
+    and its segments' totals, or, written by an earlier version, a list;
+    offsets and sink positions are numbers or None. The join's book is not
+    counted: its events are in the segments. Decoded with the
     restricted unpickler, so only call it on a store `trust` accepted.
     """
     total = 0

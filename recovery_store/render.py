@@ -99,21 +99,35 @@ def _enrichment_text(report: Report) -> list[str]:
         return ["enrichment state: none loaded on resume"]
     lines = [
         f"enrichment state loaded on resume ({', '.join(e.step_ids)})",
-        f"  shards held {e.shards_held}, with pending events {e.shards_with_pending}",
+        f"  shards held {e.shards_held}, with pending events {e.shards_with_pending}; "
+        f"segments of parked events {e.segments}",
         f"  events pending {e.events_pending} for {e.lookup_ids_pending} lookup ids, "
         f"{e.events_held} of them held until the reference source has caught up",
         f"  oldest arrival {_time(e.oldest_arrival)}",
         f"  deadlines from {_time(e.earliest_deadline)} to {_time(e.latest_deadline)}",
-    ]
+        "",
+        "pending events by lookup: held in the join's shards, parked in its segments",
+        *_table(
+            ("lookup", "shards", "with pending", "segments", "pending", "held", "lookup ids",
+             "oldest arrival", "earliest deadline"),
+            [
+                (w.lookup, w.shards, w.shards_with_pending, w.segments, w.events_pending,
+                 w.events_held, w.lookup_ids_pending, _time(w.oldest_arrival),
+                 _time(w.earliest_deadline))
+                for w in e.lookups
+            ],
+        ),
+    ]  # fmt: skip
     if e.most_pending:
         lines += ["", "lookup ids with the most pending events"]
         lines += _table(
-            ("lookup id", "shard", "pending", "earliest deadline"),
+            ("lookup", "lookup id", "shard", "segments", "pending", "earliest deadline"),
             [
-                (p.lookup_id, p.shard, p.events, _time(p.earliest_deadline, "held"))
+                (p.lookup, p.lookup_id, p.shard, p.segments, p.events,
+                 _time(p.earliest_deadline, "held"))
                 for p in e.most_pending
             ],
-        )
+        )  # fmt: skip
     return lines
 
 
@@ -124,13 +138,16 @@ def key_as_text(report: KeyReport) -> str:
     ]
     if report.pending:
         lines.append(f"  {len(report.pending)} pending events, oldest first:")
-        headers = ("event id", "shard", "arrived", "deadline", "event time", "origin", "fields")
+        headers = ("event id", "lookup", "shard", "segment", "arrived", "deadline", "event time",
+                   "origin", "fields")  # fmt: skip
         lines += _table(
             headers,
             [
                 (
                     p.event_id,
+                    p.lookup,
                     p.shard,
+                    p.segment or "-",
                     _time(p.arrived),
                     _time(p.deadline, "held"),
                     _time(p.event_time),

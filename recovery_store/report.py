@@ -11,9 +11,10 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from operators.enrichment import HELD, Pending
+from operators.lookup_steps import shard_of_segment, step_of
 from operators.parking import waiting_in
 from operators.records import Event
 from operators.waiting import loads_untrusted
@@ -73,18 +74,49 @@ class StepReport:
 
 @dataclass(frozen=True)
 class PendingLookup:
+    lookup: str
+    """The lookup (of `ENRICH_LOOKUPS`) whose row the events wait for."""
     lookup_id: str
     shard: str
+    """The shard of the lookup's join: the same for every event of one lookup id."""
     events: int
+    segments: int
+    """How many segments hold its parked events; held events wait in the join."""
     earliest_deadline: float | None
     """None when every one of its events is held (see `PendingEvent.deadline`)."""
 
 
 @dataclass(frozen=True)
+class LookupWaiting:
+    """One lookup's join and segments as a restart would load them."""
+
+    lookup: str
+    step_ids: list[str]
+    shards: int
+    """Shard keys of the join (`enrich_<lookup>`)."""
+    shards_with_pending: int
+    """Shards with waiting events, held in the join or parked in one of its segments."""
+    segments: int
+    """State keys of `park_<lookup>`: one per shard and second in which events missed."""
+    events_pending: int
+    """Every waiting event: held in the join plus parked in the segments."""
+    events_held: int
+    """Of them, those held in the join until the reference source has caught up."""
+    lookup_ids_pending: int
+    oldest_arrival: float | None
+    earliest_deadline: float | None
+    latest_deadline: float | None
+
+
+@dataclass(frozen=True)
 class EnrichmentReport:
+    """The sums over `lookups`; lookup ids are counted per lookup."""
+
     step_ids: list[str]
     shards_held: int
+    """Shard keys of the joins; segments are counted apart, in `segments`."""
     shards_with_pending: int
+    segments: int
     events_pending: int
     events_held: int
     """Of the pending events, those held until the reference source has caught up."""
@@ -92,6 +124,7 @@ class EnrichmentReport:
     oldest_arrival: float | None
     earliest_deadline: float | None
     latest_deadline: float | None
+    lookups: list[LookupWaiting]
     most_pending: list[PendingLookup]
 
 
@@ -110,7 +143,10 @@ class Report:
 @dataclass(frozen=True)
 class PendingEvent:
     event_id: str
+    lookup: str
     shard: str
+    segment: str | None
+    """The state key of the segment it is parked in; None while it waits in the join."""
     arrived: float
     deadline: float | None
     """None while held: the timeout starts once the reference source has caught up."""
@@ -134,6 +170,23 @@ class _Decoded:
     snap: Snapshot
     state: object
     kind: str
+
+
+class _Place(NamedTuple):
+    """Where a waiting event is: its lookup, the join's shard and the segment, if parked."""
+
+    lookup: str
+    shard: str
+    segment: str | None
+
+
+def _place(snap: Snapshot) -> _Place:
+    step = step_of(snap.step_id)
+    if step is None:  # a version with one enrichment step, keyed by shard
+        return _Place(snap.step_id.split(".", 1)[-1], snap.state_key, None)
+    if step.parked:
+        return _Place(step.lookup, shard_of_segment(snap.state_key)[0], snap.state_key)
+    return _Place(step.lookup, snap.state_key, None)
 
 
 def _is_pending_list(state: object) -> bool:
@@ -231,12 +284,13 @@ def _deadlines(waits: Iterable[Pending]) -> list[float]:
     return [waiting.deadline for waiting in waits if waiting.deadline != HELD]
 
 
-def _pending(decoded: Iterable[_Decoded]) -> Iterable[tuple[str, Pending]]:
-    """Every waiting event a restart would restore, with the shard key holding it."""
+def _pending(decoded: Iterable[_Decoded]) -> Iterable[tuple[_Place, Pending]]:
+    """Every waiting event a restart would restore, with where it waits."""
     for item in decoded:
         if item.kind == "pending":
+            place = _place(item.snap)
             for waiting in item.state:  # type: ignore[attr-defined]
-                yield item.snap.state_key, waiting
+                yield place, waiting
 
 
 def _partitions(store: Store) -> list[PartitionReport]:
@@ -300,34 +354,66 @@ def _steps(store: Store, decoded: list[_Decoded]) -> list[StepReport]:
     return steps
 
 
-def _enrichment(decoded: list[_Decoded], top: int) -> EnrichmentReport:
-    shards = [item for item in decoded if item.kind == "pending"]
-    pending = list(_pending(shards))
-    per_lookup: dict[str, list[tuple[str, Pending]]] = defaultdict(list)
-    for shard, waiting in pending:
-        per_lookup[waiting.event.lookup_id].append((shard, waiting))
-    ranked = sorted(per_lookup.items(), key=lambda entry: (-len(entry[1]), entry[0]))
-    waits = [waiting for _, waiting in pending]
+def _lookup_waiting(lookup: str, items: list[_Decoded]) -> LookupWaiting:
+    places = [_place(item.snap) for item in items]
+    waits = [waiting for _, waiting in _pending(items)]
     deadlines = _deadlines(waits)
-    return EnrichmentReport(
-        sorted({item.snap.step_id for item in shards}),
-        len(shards),
-        sum(1 for item in shards if item.state),
-        len(pending),
+    return LookupWaiting(
+        lookup,
+        sorted({item.snap.step_id for item in items}),
+        len({place.shard for place in places if place.segment is None}),
+        len({place.shard for place, item in zip(places, items, strict=True) if item.state}),
+        sum(1 for place in places if place.segment is not None),
+        len(waits),
         len(waits) - len(deadlines),
-        len(per_lookup),
-        min((w.arrived for w in waits), default=None),
+        len({waiting.event.lookup_id for waiting in waits}),
+        min((waiting.arrived for waiting in waits), default=None),
         min(deadlines, default=None),
         max(deadlines, default=None),
-        [
-            PendingLookup(
-                lookup_id,
-                entries[0][0],
-                len(entries),
-                min(_deadlines(w for _, w in entries), default=None),
-            )
-            for lookup_id, entries in ranked[:top]
-        ],
+    )
+
+
+def _most_pending(decoded: list[_Decoded], top: int) -> list[PendingLookup]:
+    per_id: dict[tuple[str, str], list[tuple[_Place, Pending]]] = defaultdict(list)
+    for place, waiting in _pending(decoded):
+        per_id[place.lookup, waiting.event.lookup_id].append((place, waiting))
+    ranked = sorted(per_id.items(), key=lambda entry: (-len(entry[1]), entry[0][1], entry[0][0]))
+    return [
+        PendingLookup(
+            lookup,
+            lookup_id,
+            shard=entries[0][0].shard,
+            events=len(entries),
+            segments=len({place.segment for place, _ in entries if place.segment is not None}),
+            earliest_deadline=min(_deadlines(waiting for _, waiting in entries), default=None),
+        )
+        for (lookup, lookup_id), entries in ranked[:top]
+    ]
+
+
+def _enrichment(decoded: list[_Decoded], top: int) -> EnrichmentReport:
+    """Per lookup, its join's shards and held events and its segments' parked events."""
+    per_lookup: dict[str, list[_Decoded]] = defaultdict(list)
+    for item in decoded:
+        if item.kind == "pending":
+            per_lookup[_place(item.snap).lookup].append(item)
+    lookups = [_lookup_waiting(lookup, items) for lookup, items in sorted(per_lookup.items())]
+    arrivals = [each.oldest_arrival for each in lookups if each.oldest_arrival is not None]
+    earliest = [each.earliest_deadline for each in lookups if each.earliest_deadline is not None]
+    latest = [each.latest_deadline for each in lookups if each.latest_deadline is not None]
+    return EnrichmentReport(
+        sorted(step_id for each in lookups for step_id in each.step_ids),
+        sum(each.shards for each in lookups),
+        sum(each.shards_with_pending for each in lookups),
+        sum(each.segments for each in lookups),
+        sum(each.events_pending for each in lookups),
+        sum(each.events_held for each in lookups),
+        sum(each.lookup_ids_pending for each in lookups),
+        min(arrivals, default=None),
+        min(earliest, default=None),
+        max(latest, default=None),
+        lookups,
+        _most_pending(decoded, top),
     )
 
 
@@ -384,16 +470,18 @@ def build_key_report(store: Store, lookup_id: str) -> KeyReport:
         (
             PendingEvent(
                 waiting.event.event_id,
-                shard,
+                place.lookup,
+                place.shard,
+                place.segment,
                 waiting.arrived,
                 _deadline(waiting),
                 waiting.event.event_time,
                 waiting.event.origin,
                 waiting.event.fields,
             )
-            for shard, waiting in _pending(decoded)
+            for place, waiting in _pending(decoded)
             if waiting.event.lookup_id == lookup_id
         ),
-        key=lambda event: event.arrived,
+        key=lambda event: (event.arrived, event.lookup),
     )
     return KeyReport(lookup_id, point.epoch, events, problems=invalid)

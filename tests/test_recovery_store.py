@@ -207,9 +207,11 @@ def test_enrichment_state_ranks_lookup_ids_by_pending_events(
         B1.deadline,
     )
     assert enrichment["most_pending"] == [
-        {"lookup_id": "A", "shard": "00", "events": 2, "earliest_deadline": A1.deadline},
-        {"lookup_id": "B", "shard": "00", "events": 1, "earliest_deadline": B1.deadline},
-    ]
+        {"lookup": "enrich", "lookup_id": "A", "shard": "00", "events": 2, "segments": 0,
+         "earliest_deadline": A1.deadline},
+        {"lookup": "enrich", "lookup_id": "B", "shard": "00", "events": 1, "segments": 0,
+         "earliest_deadline": B1.deadline},
+    ]  # fmt: skip
 
 
 def test_key_shows_its_pending_events_and_says_rows_are_not_in_snapshots(
@@ -246,7 +248,7 @@ def test_text_report_is_a_table_for_people(store: Path, capsys: pytest.CaptureFi
                                   str(len(SNAPS_0[1][3])), "0=250"]  # fmt: skip
     assert "events pending 4 for 3 lookup ids" in text
     top = lines[lines.index("lookup ids with the most pending events") + 2]
-    assert top.split()[:3] == ["A", "00", "2"]
+    assert top.split()[:5] == ["enrich", "A", "00", "0", "2"]
 
 
 def test_a_worker_without_frontier_holds_the_resume_at_its_execution_start(
