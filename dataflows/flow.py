@@ -76,6 +76,7 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
             settings.max_pending_mb * 1_000_000 / (settings.shards * len(settings.lookups))
         ),
         wait_for_reference=waits_for_reference(settings, lookup),
+        shards=settings.shards,
     )
 
 

@@ -24,7 +24,14 @@ from dataflows.settings import Settings
 from operators import routing
 from operators.lookup_steps import JOIN_PREFIX, step_of
 from recovery_store import trust
-from recovery_store.layout import Change, StepLayout, changes, waiting_events
+from recovery_store.layout import (
+    Change,
+    ShardCountChange,
+    StepLayout,
+    changes,
+    shard_count_changes,
+    waiting_events,
+)
 from recovery_store.store import Store, StoreError, read_store
 from sources.kafka import EventSource, ReferenceSource
 
@@ -111,12 +118,21 @@ def problems(
     if not directory.is_dir():
         return None  # Bytewax says so itself.
     try:
-        store = read_store(directory, with_data=False, trusted_group=trusted_group)
+        # The joins' bytes only: they record the shard count; segments may be large.
+        store = read_store(
+            directory, with_data=False, trusted_group=trusted_group, data_of=f".{JOIN_PREFIX}"
+        )
     except StoreError:
         return None  # Bytewax says what is wrong with the partitions itself.
-    found = changes(store, flow_layout(flow, shard_names))
-    if any(change.now is None for change in found):
-        found = _that_lose_events(found, read_store(directory, trusted_group=trusted_group))
+    keys = changes(store, flow_layout(flow, shard_names))
+    if any(change.now is None for change in keys):
+        keys = _that_lose_events(keys, read_store(directory, trusted_group=trusted_group))
+    # Shard names only grow with the count, so more shards fit the stored keys; the count
+    # the joins recorded tells.
+    found: list[Change | ShardCountChange] = [
+        *keys,
+        *shard_count_changes(store, len(shard_names)),
+    ]
     if not found:
         return None
     lines = "\n".join(f"  {change}" for change in found)

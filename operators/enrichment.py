@@ -69,6 +69,10 @@ class EnrichConfig:
     """Memory budget of the shard's waiting events (`compact.size`); None for none."""
     wait_for_reference: bool = False
     """Hold events until every reference partition sent `CaughtUp`."""
+    shards: int = 0
+    """How many shards the lookup's ids are routed over (0: not told). The join records it
+    in its snapshots, so a resume with another count is refused (`dataflows.recovery_guard`):
+    ids would then route to other shards than the ones their events wait in."""
 
 
 class Pending(NamedTuple):

@@ -88,8 +88,10 @@ class Parcels(NamedTuple):
     messages: list[ToSegment]
 
 
-JoinState = tuple[list[bytes], dict[str, dict[int, int]], dict[int, list[int]]]
-"""Held events, the book (lookup id to segment to count), segment counts and bytes."""
+JoinState = tuple[list[bytes], dict[str, dict[int, int]], dict[int, list[int]], int]
+"""Held events, the book (lookup id to segment to count), segment counts and bytes, and
+the shard count the events were routed with (`EnrichConfig.shards`; a snapshot of an
+earlier version has three parts)."""
 
 
 class ParkingJoin(ShardEnricher):
@@ -100,7 +102,7 @@ class ParkingJoin(ShardEnricher):
     ) -> None:
         earlier: list[bytes] = []
         if isinstance(resume, tuple):
-            held, book, segments = resume
+            held, book, segments = resume[:3]
         else:
             # A snapshot of a version that kept waiting events in the join: they are
             # parked by the first call, held ones stay held.
@@ -243,7 +245,7 @@ class ParkingJoin(ShardEnricher):
         return out
 
     def snapshot(self) -> JoinState:  # type: ignore[override]
-        return list(self.held), self.book, self.segments
+        return list(self.held), self.book, self.segments, self.config.shards
 
 
 class Segment(ShardEnricher):

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
+from operators.lookup_steps import step_of
 from recovery_store.resume import resume_point, resume_snapshots
 from recovery_store.store import Store
 from recovery_store.unpickle import loads
@@ -120,3 +121,47 @@ def changes(store: Store, layout: Mapping[str, StepLayout]) -> list[Change]:
             orphans = sorted(stored - step.keys)
             found.append(Change(step_id, step.settings, orphans, sorted(step.keys)))
     return found
+
+
+@dataclass(frozen=True)
+class ShardCountChange:
+    """A lookup whose stored join state was routed over other shard counts than the new one's."""
+
+    step_id: str
+    stored: frozenset[int]
+    now: int
+
+    def __str__(self) -> str:
+        before = " and ".join(str(count) for count in sorted(self.stored))
+        return (
+            f"step {self.step_id!r} (ENRICH_SHARDS): its state was routed over {before} shards, "
+            f"this dataflow routes over {self.now}; lookup ids would reach other shards than "
+            "the ones their events wait in, and those events would leave as timeouts instead "
+            "of enriched"
+        )
+
+
+def shard_count_changes(store: Store, shards: int) -> list[ShardCountChange]:
+    """Lookups whose joins, as a restart would load them, recorded another shard count.
+
+    Joins record the count in their snapshots (`operators.parking.JoinState`);
+    snapshots of earlier versions did not, and are not compared. Needs the
+    joins' snapshot bytes (`read_store(..., data_of=...)`); decoded with the
+    restricted unpickler, so only call it on a store `trust` accepted.
+    """
+    counts: dict[str, set[int]] = defaultdict(set)
+    for snap in resume_snapshots(store, resume_point(store)):
+        of = step_of(snap.step_id)
+        if of is None or of.parked or not snap.data:
+            continue
+        try:
+            state = loads(snap.data)
+        except Exception:  # Not state of ours: other checks say so.
+            continue
+        if isinstance(state, tuple) and len(state) >= 4 and type(state[3]) is int and state[3]:
+            counts[snap.step_id].add(state[3])
+    return [
+        ShardCountChange(step_id, frozenset(stored), shards)
+        for step_id, stored in sorted(counts.items())
+        if stored != {shards}
+    ]

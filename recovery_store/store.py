@@ -115,7 +115,7 @@ def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
             conn.execute("ROLLBACK")
 
 
-def _read_partition(path: Path, store: Store, with_data: bool) -> None:
+def _read_partition(path: Path, store: Store, with_data: bool, data_of: str | None) -> None:
     with _read_only(path) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         missing = ", ".join(sorted(TABLES - tables))
@@ -140,20 +140,34 @@ def _read_partition(path: Path, store: Store, with_data: bool) -> None:
         store.commits.extend(
             Commit(*row) for row in conn.execute("SELECT part_index, commit_epoch FROM commits")
         )
-        change = "ser_change" if with_data else NO_DATA
+        binds: tuple[str, ...] = ()
+        if with_data:
+            change = "ser_change"
+        elif data_of is not None:
+            change = f"CASE WHEN instr(step_id, ?) > 0 THEN ser_change ELSE {NO_DATA} END"
+            binds = (data_of,)
+        else:
+            change = NO_DATA
         store.snapshots.extend(
             Snapshot(step_id, key, epoch, data, index)
             for step_id, key, epoch, data in conn.execute(
-                f"SELECT step_id, state_key, snap_epoch, {change} FROM snaps"
+                f"SELECT step_id, state_key, snap_epoch, {change} FROM snaps", binds
             )
         )
 
 
-def read_store(directory: Path, with_data: bool = True, trusted_group: int | None = None) -> Store:
+def read_store(
+    directory: Path,
+    with_data: bool = True,
+    trusted_group: int | None = None,
+    data_of: str | None = None,
+) -> Store:
     """Every table of every partition in `directory`, or a StoreError saying why not.
 
-    `with_data=False` reads snapshots' keys and epochs without their bytes;
-    `trusted_group` may write the store (see `trust.findings`).
+    `with_data=False` reads snapshots' keys and epochs without their bytes,
+    except those of steps whose id contains `data_of` (a lookup's joins, say,
+    without its segments); `trusted_group` may write the store (see
+    `trust.findings`).
     """
     if not directory.exists():
         raise StoreError(f"{directory} does not exist")
@@ -172,7 +186,7 @@ def read_store(directory: Path, with_data: bool = True, trusted_group: int | Non
     store = Store(directory, [], [], [], [], [])
     for path in paths:
         try:
-            _read_partition(path, store, with_data)
+            _read_partition(path, store, with_data, data_of)
         except sqlite3.Error as exc:
             raise StoreError(f"{path} cannot be read as a recovery partition: {exc}") from None
     store.partitions.sort(key=lambda part: part.index)

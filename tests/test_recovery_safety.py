@@ -284,8 +284,13 @@ def test_a_changed_dead_letter_path_is_refused_with_what_changed(
          "does not have (it has '0', '1', '2', '3', '4', '5', '6', '7')"),
         ({"demo_partitions": 2}, "step 'enrich.input' (ENRICH_DEMO_PARTITIONS, ENRICH_LOOKUPS): "
          "the store holds state for '2', '3'"),
+        # More shards keep every stored name ('00'..'63' fit '00'..'99'), but ids route
+        # anew: the count the joins recorded tells.
+        ({"shards": 100}, "step 'enrich.enrich_security' (ENRICH_SHARDS): its state was "
+         "routed over 64 shards, this dataflow routes over 100; lookup ids would reach other "
+         "shards than the ones their events wait in"),
     ],
-    ids=["fewer-sink-partitions", "other-shards", "fewer-demo-partitions"],
+    ids=["fewer-sink-partitions", "other-shards", "fewer-demo-partitions", "more-shards"],
 )  # fmt: skip
 def test_other_layout_changes_are_refused_not_a_panic(
     tmp_path: Path, finished: tuple[Path, list[str]], changed: dict[str, int], what: str

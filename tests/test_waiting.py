@@ -17,6 +17,7 @@ from dataflows.flow import enrich_config
 from dataflows.settings import load_settings
 from operators import waiting
 from operators.enrichment import HELD, EnrichConfig, Pending, ShardEnricher, decoded, restore
+from operators.parking import ParkingJoin
 from operators.records import Event, MissReason, Outcome, RefUpdate, Status
 from recovery_store.report import build_key_report, build_report
 from recovery_store.store import Store, read_store
@@ -175,3 +176,16 @@ def test_an_encoding_read_from_a_handed_store_may_name_no_global() -> None:
     crafted = struct.pack("<dd", 0.0, 1.0) + pickle.dumps((print, "x"))
     with pytest.raises(pickle.UnpicklingError, match="never names a global"):
         waiting.decode(crafted, waiting.loads_untrusted)
+
+
+def test_a_join_records_its_shard_count_and_resumes_a_snapshot_that_did_not() -> None:
+    """The count lets a resume with another ENRICH_SHARDS be refused (`recovery_guard`); a
+    join snapshot of the version before has three parts and resumes as it was."""
+    config = EnrichConfig(timeout_seconds=10.0, shards=64)
+    join = ParkingJoin(config)
+    join.process([event("e1", "A")], now=1.5)
+    held, book, segments, shards = pickle.loads(pickle.dumps(join.snapshot()))
+    assert shards == 64 and book == {"A": {1: 1}}
+    earlier = ParkingJoin(config, (held, book, segments))
+    assert earlier.book == book and earlier.pending_count == 1
+    assert earlier.snapshot()[3] == 64
