@@ -110,6 +110,27 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
+def _column_fields(columns: Mapping[str, FieldType]) -> dict[str, Any]:
+    """Each declared column as an optional, nullable field of its bounded type."""
+    return {name: NotRequired[_PY_TYPES[kind] | None] for name, kind in columns.items()}
+
+
+def column_values(columns: Mapping[str, FieldType], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` for some of `columns`, coerced as a reference row's are, or `Invalid`.
+
+    For values that reach a table without being decoded (a lookup's
+    `miss_defaults`), so that they meet the same rules as every record's;
+    names outside `columns` are left out of the answer.
+    """
+    adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(
+        _typed_dict("ColumnValues", _column_fields(columns))
+    )
+    try:
+        return adapter.validate_python(dict(values))
+    except ValidationError as exc:
+        raise Invalid("invalid_field", _describe(exc)) from None
+
+
 @dataclass(frozen=True)
 class ReferenceSchema:
     """What one lookup keeps of its reference rows, and which rows it keeps at all.
@@ -127,9 +148,7 @@ class ReferenceSchema:
         schema = _typed_dict(
             "ReferenceSchema",
             {
-                **{
-                    name: NotRequired[_PY_TYPES[kind] | None] for name, kind in self.columns.items()
-                },
+                **_column_fields(self.columns),
                 self.version_field: NotRequired[int | float | datetime | None],
             },
         )
