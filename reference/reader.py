@@ -76,7 +76,7 @@ def version_of(change: Any) -> int | float | None:
 
 def _finite_change(change: Any) -> Any:
     """The change value, unless it is a NaN or infinite float: it cannot order rows."""
-    if type(change) is float and change - change != 0.0:
+    if type(change) is float and not finite([change]):
         raise ValueError(
             f"the change column holds {change!r}; it must be a finite number, a DATE or a "
             "TIMESTAMP (NaN cannot be ordered, and an infinity as the watermark would end "
