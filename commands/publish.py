@@ -10,7 +10,9 @@ covers only what Kafka confirmed), 2 for bad settings or arguments (also a
 Kafka property librdkafka refuses, named without its value, and a
 column the table lacks), 3 when a full load would have tombstoned more than
 ENRICH_PUBLISH_MAX_DELETE_SHARE of the topic's live keys and published
-nothing. SIGTERM ends the process after the load under way, never in the
+nothing, 4 when the last load finished but held rows back because a value
+is NaN or infinite (JSON cannot carry it; each column logged with a key).
+SIGTERM ends the process after the load under way, never in the
 middle of one.
 """
 
@@ -84,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = _stop_on_sigterm()
     publisher = Publisher(settings)
     full = args.full
+    held_back = False
     while True:
         try:
             with exit_on_bad_settings():
@@ -101,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(report.summary(), flush=True)
             failed = full = False
+            held_back = report.counts.not_finite > 0
         if interval is None or stop.wait(interval):
             if stop.is_set():
                 log.info("SIGTERM: stopped after the load under way")
-            return 1 if failed else 0
+            return 1 if failed else 4 if held_back else 0

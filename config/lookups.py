@@ -5,9 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from config.base import EnrichSettings, check_topic
+from operators.decode import Invalid, column_values
 from operators.enrichment import JoinType, MissPolicy
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
@@ -68,6 +76,25 @@ class Lookup(BaseModel):
         if not value:
             raise ValueError("at least one column is needed")
         return value
+
+    @field_validator("miss_defaults")
+    @classmethod
+    def _defaults_hold_as_rows_do(
+        cls, value: dict[str, Any], info: ValidationInfo
+    ) -> dict[str, Any]:
+        """Defaults reach the table undecoded: held to decode's rules for a reference row,
+        coerced as it coerces, so a bad one stops start-up instead of failing row by row."""
+        columns = info.data.get("columns")
+        if not columns:
+            return value  # the columns were refused already
+        try:
+            valid = column_values(columns, value)
+        except Invalid as exc:
+            raise ValueError(
+                f"lookup {info.data.get('name')!r}, column {exc.detail} "
+                "(a reference row with this value would be dead-lettered at decode)"
+            ) from None
+        return {**value, **valid}
 
     @field_validator("topic")
     @classmethod

@@ -110,6 +110,27 @@ def _load_object(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     return obj
 
 
+def _column_fields(columns: Mapping[str, FieldType]) -> dict[str, Any]:
+    """Each declared column as an optional, nullable field of its bounded type."""
+    return {name: NotRequired[_PY_TYPES[kind] | None] for name, kind in columns.items()}
+
+
+def column_values(columns: Mapping[str, FieldType], values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` for some of `columns`, coerced as a reference row's are, or `Invalid`.
+
+    For values that reach a table without being decoded (a lookup's
+    `miss_defaults`), so that they meet the same rules as every record's;
+    names outside `columns` are left out of the answer.
+    """
+    adapter: TypeAdapter[dict[str, Any]] = TypeAdapter(
+        _typed_dict("ColumnValues", _column_fields(columns))
+    )
+    try:
+        return adapter.validate_python(dict(values))
+    except ValidationError as exc:
+        raise Invalid("invalid_field", _describe(exc)) from None
+
+
 @dataclass(frozen=True)
 class ReferenceSchema:
     """What one lookup keeps of its reference rows, and which rows it keeps at all.
@@ -127,9 +148,7 @@ class ReferenceSchema:
         schema = _typed_dict(
             "ReferenceSchema",
             {
-                **{
-                    name: NotRequired[_PY_TYPES[kind] | None] for name, kind in self.columns.items()
-                },
+                **_column_fields(self.columns),
                 self.version_field: NotRequired[int | float | datetime | None],
             },
         )
@@ -253,10 +272,10 @@ class Decoder:
         event_time = valid.get(self.event_time_field)
         if type(event_time) is not float or not MIN_TIME <= event_time <= MAX_TIME:
             event_time = _time(event_time, self.event_time_field)  # the rarer cases, or invalid
-        if not _finite(obj):
+        if not finite(obj):
             raise Invalid(
                 "invalid_field",
-                f"{_non_finite_at(obj)}: not a finite number (a literal such as 1e999 "
+                f"{non_finite_at(obj)}: not a finite number (a literal such as 1e999 "
                 "overflows to infinity, which JSON cannot hold)",
             )
         for name in self.event_fields:
@@ -395,8 +414,10 @@ def _version(value: int | float | datetime | None, name: str) -> Version | None:
     )
 
 
-def _finite(value: dict[str, Any] | list[Any]) -> bool:
+def finite(value: dict[str, Any] | list[Any]) -> bool:
     """Whether a decoded JSON value holds no NaN or infinity, however deeply nested.
+
+    The one definition of "JSON can carry it": the publisher holds back a row that fails it.
 
     Runs per event, so a plain loop: `x - x` is 0.0 exactly when `x` is finite.
     """
@@ -406,16 +427,16 @@ def _finite(value: dict[str, Any] | list[Any]) -> bool:
         if kind is float:
             if item - item != 0.0:
                 return False
-        elif (kind is dict or kind is list) and not _finite(item):
+        elif (kind is dict or kind is list) and not finite(item):
             return False
     return True
 
 
-def _non_finite_at(value: dict[str, Any] | list[Any]) -> str:
-    """The path of the first NaN or infinity in a value `_finite` refused, for the message."""
+def non_finite_at(value: dict[str, Any] | list[Any]) -> str:
+    """The path of the first NaN or infinity in a value `finite` refused, for the message."""
     for key, item in value.items() if type(value) is dict else enumerate(value):
         if type(item) is float and item - item != 0.0:
             return str(key)
-        if type(item) in (dict, list) and not _finite(item):
-            return f"{key}.{_non_finite_at(item)}"
+        if type(item) in (dict, list) and not finite(item):
+            return f"{key}.{non_finite_at(item)}"
     raise AssertionError("called on a finite value")

@@ -19,6 +19,10 @@ Before either, every column the settings name is checked against the table
 `ENRICH_PUBLISH_MAX_DELETE_SHARE` of the topic's live keys first reads the
 table once without producing, to count them, and publishes nothing when the
 guard refuses (`reference.guard`); an empty topic skips that read.
+
+A row with a NaN or infinite value (`reference.reader`) is neither published
+nor tombstoned, counted and logged (`reference.report.NotFiniteLog`); the
+watermark moves past it like past any row read.
 """
 
 from __future__ import annotations
@@ -32,8 +36,8 @@ from typing import Any
 from reference.columns import check_columns
 from reference.guard import DeleteGuard
 from reference.query import ReferenceQuery
-from reference.reader import RecordBuilder, RowKind
-from reference.report import LoadCounts, LoadReport, ProgressLog
+from reference.reader import Record, RecordBuilder, RowKind
+from reference.report import LoadCounts, LoadReport, NotFiniteLog, ProgressLog
 from reference.settings import PublisherSettings
 from reference.source import ReadConnection, Row, connect, read
 from reference.topic import live_keys
@@ -80,6 +84,7 @@ class Publisher:
         """A full load when asked, or when no usable watermark exists; else an incremental one."""
         watermark = None if full else self._resume_point()
         counts = LoadCounts()
+        held = NotFiniteLog()
         started = time.monotonic()
         settings = self._settings
         config = settings.kafka_client_config()
@@ -88,15 +93,16 @@ class Publisher:
         with closing(connect(settings)) as connection:
             check_columns(settings, connection)
             if watermark is None:
-                new_watermark = self._full(connection, producer, counts)
+                new_watermark = self._full(connection, producer, counts, held)
             else:
-                new_watermark = self._incremental(connection, producer, counts, watermark)
+                new_watermark = self._incremental(connection, producer, counts, held, watermark)
         if counts.without_key:
             log.warning(
                 "%s rows have no %s and were not published",
                 f"{counts.without_key:,}",
                 settings.publish_key_column,
             )
+        held.finish()
         return LoadReport(watermark is None, counts, new_watermark, time.monotonic() - started)
 
     def _resume_point(self) -> Watermark | None:
@@ -129,7 +135,11 @@ class Publisher:
         )
 
     def _full(
-        self, connection: ReadConnection, producer: ConfirmedProducer, counts: LoadCounts
+        self,
+        connection: ReadConnection,
+        producer: ConfirmedProducer,
+        counts: LoadCounts,
+        held: NotFiniteLog,
     ) -> Watermark | None:
         settings = self._settings
         live = live_keys(
@@ -144,13 +154,15 @@ class Publisher:
         for rows in self._rows(connection, self._query.full(), None):
             for row in rows:
                 record = self._builder.record(row)
-                _count(record.kind, counts)
+                _count(record, counts, held)
                 change = record.change
                 if change is not None and (highest is None or change > highest):
                     highest = change
                 if record.kind is RowKind.LIVE and record.key is not None:
                     self._send(producer, record.key, record.value, counts)
                     live.discard(record.key)
+                elif record.kind is RowKind.NOT_FINITE:
+                    live.discard(record.key)  # held back, not gone: no tombstone
             progress.tick()
         producer.confirm()
         # The table may have changed since the count: the tombstones are checked again.
@@ -195,6 +207,7 @@ class Publisher:
         connection: ReadConnection,
         producer: ConfirmedProducer,
         counts: LoadCounts,
+        held: NotFiniteLog,
         watermark: Watermark,
     ) -> Watermark:
         progress = ProgressLog("incremental load", counts, self._settings.progress_seconds)
@@ -203,11 +216,11 @@ class Publisher:
         for rows in self._rows(connection, self._query.changed_since(), watermark):
             for row in rows:
                 record = self._builder.record(row)
-                _count(record.kind, counts)
+                _count(record, counts, held)
                 if record.change != current:
                     delivered = delivered if current is None else current
                     current = record.change
-                if record.key is not None:
+                if record.key is not None and record.kind is not RowKind.NOT_FINITE:
                     self._send(producer, record.key, record.value, counts)
             producer.confirm()
             if delivered != saved:
@@ -242,7 +255,8 @@ def _reading(
     return query, builder
 
 
-def _count(kind: RowKind, counts: LoadCounts) -> None:
+def _count(record: Record, counts: LoadCounts, held: NotFiniteLog) -> None:
+    kind = record.kind
     counts.read += 1
     if kind is RowKind.FILTERED_OUT:
         counts.filtered_out += 1
@@ -250,3 +264,6 @@ def _count(kind: RowKind, counts: LoadCounts) -> None:
         counts.soft_deleted += 1
     elif kind is RowKind.NO_KEY:
         counts.without_key += 1
+    elif kind is RowKind.NOT_FINITE:
+        counts.not_finite += 1
+        held.add(record)

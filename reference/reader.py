@@ -4,6 +4,13 @@ The change column doubles as the row's version, so the dataflow can ignore a
 record older than the row it holds: numbers go as they are, DATE and
 TIMESTAMP values as epoch seconds (a value without a time zone is read as
 UTC; only the order matters to the dataflow).
+
+A value JSON cannot carry (NaN, ±infinity, as an Oracle BINARY_DOUBLE can
+hold) holds its row back instead of going out as a `NaN` or `Infinity`
+literal that the dataflow and other consumers refuse: the row is
+`NOT_FINITE`, and the key's earlier record stays in the topic. In the
+change column such a value stops the load: it cannot be ordered, and as the
+watermark it would end every later incremental read.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 
+from operators.decode import finite, non_finite_at
 from operators.filters import Condition, Predicate, all_of
 from operators.times import epoch_seconds
 
@@ -32,6 +40,9 @@ class RowKind(StrEnum):
     """The filter does not hold: the key must not be live."""
     NO_KEY = "no_key"
     """The key column is NULL: nothing can be published for it."""
+    NOT_FINITE = "not_finite"
+    """A value is NaN or infinite, which JSON cannot carry: held back, the topic keeps the key's
+    earlier record (neither overwritten nor tombstoned)."""
 
 
 class Record(NamedTuple):
@@ -41,6 +52,10 @@ class Record(NamedTuple):
     change: Any
     """The change column's value as the database gave it: the watermark candidate."""
     kind: RowKind
+    column: str = ""
+    """For a NOT_FINITE row: the first column whose value JSON cannot carry."""
+    bad_value: float | None = None
+    """For a NOT_FINITE row: that value."""
 
 
 def version_of(change: Any) -> int | float | None:
@@ -50,13 +65,24 @@ def version_of(change: Any) -> int | float | None:
     without an offset is UTC, as in the dataflow (`operators.times`).
     """
     if change is None or isinstance(change, int | float):
-        return change
+        return _finite_change(change)
     if isinstance(change, str | datetime):
         with suppress(ValueError):
             return epoch_seconds(change)
     raise ValueError(
         f"the change column holds {change!r}; it must be a number, a DATE or a TIMESTAMP"
     )
+
+
+def _finite_change(change: Any) -> Any:
+    """The change value, unless it is a NaN or infinite float: it cannot order rows."""
+    if type(change) is float and not finite([change]):
+        raise ValueError(
+            f"the change column holds {change!r}; it must be a finite number, a DATE or a "
+            "TIMESTAMP (NaN cannot be ordered, and an infinity as the watermark would end "
+            "every later incremental load): fix the row; the watermark does not pass it"
+        )
+    return change
 
 
 @dataclass(frozen=True)
@@ -79,7 +105,7 @@ class RecordBuilder:
 
     def record(self, row: Sequence[Any]) -> Record:
         at = self._at
-        change = row[at[self.change_column]]
+        change = _finite_change(row[at[self.change_column]])
         key = row[at[self.key_column]]
         if key is None:
             return Record(None, None, change, RowKind.NO_KEY)
@@ -91,4 +117,7 @@ class RecordBuilder:
             return Record(key_bytes, None, change, RowKind.FILTERED_OUT)
         value = {name: row[at[name]] for name in self.columns}
         value[self.version_field] = version_of(change)
+        if not finite(value):
+            column = non_finite_at(value)
+            return Record(key_bytes, None, change, RowKind.NOT_FINITE, column, value[column])
         return Record(key_bytes, to_json(value), change, RowKind.LIVE)

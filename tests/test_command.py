@@ -96,6 +96,22 @@ def test_a_bad_setting_exits_2_naming_the_variable(
     assert variable in captured.err and captured.out == ""
 
 
+def test_a_miss_default_decode_would_refuse_exits_2_naming_lookup_column_and_rule(
+    env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It reached the table undecoded and failed there, row by row; now start-up stops."""
+    lookup = {"name": "security", "key_field": "security_id", "demo_table": "securities"}
+    lookup["columns"] = {"cusip": "str", "price": "float"}  # type: ignore[assignment]
+    lookup["miss_defaults"] = {"price": float("nan")}  # type: ignore[assignment]
+    env.setenv("ENRICH_LOOKUPS", json.dumps([lookup]))
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["check"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "ENRICH_LOOKUPS: [0].miss_defaults: lookup 'security', column price:" in err
+    assert "finite number" in err and "Traceback" not in err
+
+
 def test_the_demo_loader_refuses_a_demo_lookup_without_a_topic(
     env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

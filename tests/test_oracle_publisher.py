@@ -171,3 +171,44 @@ def test_a_column_the_oracle_table_lacks_is_refused_before_anything_is_read(
     assert "SECURITY_ID, CUSIP, NAME, STATUS, DELETED_AT, UPDATED_AT, SCN" in str(refused.value)
     assert kafka.consume_all(TOPIC) == []
     assert publish(kafka, tmp_path, table, "scn").counts.published == 1
+
+
+def test_a_binary_double_nan_or_infinity_holds_its_row_back_on_oracle(
+    kafka: MockKafka, tmp_path: Path, oracle: Any
+) -> None:
+    """BINARY_DOUBLE holds NaN and infinities (SQLite cannot hold NaN): neither is published."""
+    name = f"pub_nan_{uuid.uuid4().hex[:12]}"
+    with oracle.cursor() as cursor:
+        cursor.execute(
+            f'CREATE TABLE "{name.upper()}" ("ID" VARCHAR2(20) PRIMARY KEY, '
+            '"PRICE" BINARY_DOUBLE, "SCN" NUMBER(19) NOT NULL)'
+        )
+    try:
+        with oracle.cursor() as cursor:
+            for row in (
+                "'P1', 1.5, 1",
+                "'P2', BINARY_DOUBLE_NAN, 2",
+                "'P3', -BINARY_DOUBLE_INFINITY, 3",
+            ):
+                cursor.execute(f'INSERT INTO "{name.upper()}" VALUES ({row})')
+        oracle.commit()
+        settings = load_settings(
+            PublisherSettings,
+            kafka_brokers=kafka.bootstrap,
+            publish_database="oracle",
+            oracle_user=os.environ["ORACLE_USER"],
+            oracle_password=os.environ["ORACLE_PASSWORD"],
+            oracle_dsn=os.environ["ORACLE_DSN"],
+            publish_table=name,
+            publish_key_column="id",
+            publish_columns=["price"],
+            publish_change_column="scn",
+            publish_state_path=tmp_path / "nan.json",
+            progress_seconds=0,
+        )
+        report = Publisher(settings).load()
+        assert (report.counts.published, report.counts.not_finite, report.watermark) == (1, 2, 3)
+        assert latest(kafka) == {"P1": {"price": 1.5, "version": 1}}
+    finally:
+        with oracle.cursor() as cursor:
+            cursor.execute(f'DROP TABLE "{name.upper()}" PURGE')

@@ -874,3 +874,151 @@ def test_sigterm_in_interval_mode_stops_after_the_load_under_way(
     assert "SIGTERM: stopped after the load under way" in output
     assert "reference load (full)" in output
     assert StateFile(tmp_path / "state" / "publisher.json").load() is not None
+
+
+PRICED: dict[str, Any] = {
+    "publish_table": "priced",
+    "publish_key_column": "id",
+    "publish_columns": ["price", "ratio"],
+    "publish_change_column": "updated_at",
+}
+"""Publisher settings for the table `Priced` makes."""
+
+
+class Priced:
+    """A table with REAL columns, which SQLite lets hold ±infinity (NaN it stores as NULL)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute(
+                "CREATE TABLE priced (id TEXT PRIMARY KEY, price REAL, ratio REAL, updated_at REAL)"
+            )
+
+    def put(self, key: str, updated_at: float, price: float = 1.5, ratio: float = 0.25) -> None:
+        with closing(sqlite3.connect(self.path)) as conn, conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO priced VALUES (?, ?, ?, ?)",
+                (key, price, ratio, updated_at),
+            )
+
+
+INF = float("inf")
+
+
+def strict_topic(kafka: MockKafka) -> dict[str, Row | None]:
+    """`topic`, parsed as the dataflow parses: NaN and Infinity literals are not JSON."""
+    from pydantic_core import from_json
+
+    latest: dict[str, Row | None] = {}
+    for msg in kafka.consume_all(TOPIC):
+        value = msg.value()
+        latest[msg.key().decode()] = (
+            None if value is None else from_json(value, allow_inf_nan=False)
+        )
+    return latest
+
+
+def test_a_row_with_an_infinite_value_is_held_back_counted_and_logged_once_per_column(
+    kafka: MockKafka, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Such a row was published as `Infinity`, which the dataflow dead-letters as invalid_json.
+
+    Now it is not published: the topic keeps the key's earlier record (a full
+    load does not tombstone it), the load counts it and warns once per column
+    with the first key, and the watermark moves past it.
+    """
+    priced = Priced(tmp_path / "reference.sqlite")
+    priced.put("P1", 1)
+    priced.put("P2", 2)
+    load(kafka, tmp_path, **PRICED)
+    priced.put("P2", 3, price=INF)
+    priced.put("P3", 4, price=-INF)
+    priced.put("P4", 5, ratio=INF)
+    priced.put("P5", 6)
+
+    with caplog.at_level("WARNING", logger="enrich.publisher"):
+        report = load(kafka, tmp_path, full=True, **PRICED)
+
+    assert strict_topic(kafka) == {
+        "P1": {"price": 1.5, "ratio": 0.25, "version": 1},
+        "P2": {"price": 1.5, "ratio": 0.25, "version": 2},
+        "P5": {"price": 1.5, "ratio": 0.25, "version": 6},
+    }
+    counts = report.counts
+    assert (counts.read, counts.published, counts.tombstones, counts.not_finite) == (5, 2, 0, 3)
+    assert report.watermark == 6
+    assert "NaN or infinite 3 (not published)" in words(report.summary())
+    warned = [r for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    per_column = [r.getMessage() for r in warned if getattr(r, "column", None)]
+    assert len(per_column) == 2
+    assert "'P2'" in per_column[0] and "column 'price' holds inf" in per_column[0]
+    assert "'P4'" in per_column[1] and "column 'ratio' holds inf" in per_column[1]
+    assert any("3 rows were not published" in r.getMessage() for r in warned)
+
+    priced.put("P3", 7)
+    priced.put("P6", 8, ratio=-INF)
+    again = load(kafka, tmp_path, **PRICED)
+    assert not again.full
+    assert (again.counts.published, again.counts.not_finite, again.watermark) == (1, 1, 8)
+    assert strict_topic(kafka)["P3"] == {"price": 1.5, "ratio": 0.25, "version": 7}
+    assert "P6" not in strict_topic(kafka)
+
+
+def test_a_nan_from_the_database_holds_its_row_back_naming_the_column() -> None:
+    """SQLite stores NaN as NULL, so a NaN (an Oracle BINARY_DOUBLE can hold one) is given
+    to the record builder the loads use as a driver would return it."""
+    from reference.reader import RecordBuilder, RowKind
+
+    builder = RecordBuilder(
+        selected=("id", "price", "ratio", "updated_at"),
+        key_column="id",
+        columns=("price", "ratio"),
+        change_column="updated_at",
+        version_field="version",
+    )
+    record = builder.record(("P1", 1.0, float("nan"), 5))
+    assert (record.key, record.value, record.kind, record.column) == (
+        b"P1",
+        None,
+        RowKind.NOT_FINITE,
+        "ratio",
+    )
+    assert builder.record(("P1", 1.0, 2.0, 5)).kind is RowKind.LIVE
+
+
+def test_the_command_exits_4_when_rows_were_held_back_and_0_once_they_are_fixed(
+    kafka: MockKafka, tmp_path: Path
+) -> None:
+    priced = Priced(tmp_path / "reference.sqlite")
+    priced.put("P1", 1, price=INF)
+    priced.put("P2", 2)
+    env = {f"ENRICH_{name.upper()}": str(value) for name, value in PRICED.items()}
+    env["ENRICH_PUBLISH_COLUMNS"] = json.dumps(PRICED["publish_columns"])
+    held = run_cli(kafka, tmp_path, **env)
+    assert held.returncode == 4, held.stderr
+    assert "NaN or infinite 1" in words(held.stdout)
+    assert "rows published 1" in words(held.stdout)
+    assert "row 'P1': column 'price' holds inf" in held.stderr
+    assert "Traceback" not in held.stderr
+    priced.put("P1", 3)
+    fixed = run_cli(kafka, tmp_path, **env)
+    assert fixed.returncode == 0, fixed.stderr
+    assert strict_topic(kafka)["P1"] == {"price": 1.5, "ratio": 0.25, "version": 3}
+
+
+def test_an_infinite_change_value_fails_the_load_before_the_watermark_moves(
+    kafka: MockKafka, tmp_path: Path
+) -> None:
+    """As the watermark it would end every later incremental load; as a version the dataflow
+    cannot order it."""
+    priced = Priced(tmp_path / "reference.sqlite")
+    priced.put("P1", 1)
+    load(kafka, tmp_path, **PRICED)
+    priced.put("P2", INF)
+    with pytest.raises(ValueError, match="the change column holds inf"):
+        load(kafka, tmp_path, **PRICED)
+    saved = StateFile(tmp_path / "state" / "publisher.json").load()
+    assert saved is not None and saved.watermark == 1
+    with pytest.raises(ValueError, match="must be a finite number"):
+        version_of(float("nan"))

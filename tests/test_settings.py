@@ -185,6 +185,65 @@ def test_a_bad_setting_stops_start_up_naming_the_variable(
     assert f"{named_var}:" in message
 
 
+class Refused(str):
+    """The rule a refusal must state."""
+
+
+MISS_DEFAULT_CASES = [
+    # (declared type, the default as JSON text, Refused(rule stated) or the value kept)
+    ("int", str(2**63), Refused("less than or equal to 9223372036854775807")),
+    ("int", str(-(2**63) - 1), Refused("greater than or equal to -9223372036854775808")),
+    ("int", "1.5", Refused("fractional part")),
+    ("int", '"twelve"', Refused("valid integer")),
+    ("int", '"12"', 12),
+    ("float", "NaN", Refused("finite number")),
+    ("float", "1e999", Refused("finite number")),
+    ("float", '"-Infinity"', Refused("finite number")),
+    ("float", '"2.5"', 2.5),
+    ("str", json.dumps("x" * 1001), Refused("at most 1000 characters")),
+    ("str", "5", Refused("valid string")),
+    ("str", json.dumps("x" * 1000), "x" * 1000),
+    ("bool", '"maybe"', Refused("valid boolean")),
+    ("bool", '"yes"', True),
+    ("bool", "0", False),
+    ("int", "null", None),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "outcome"), MISS_DEFAULT_CASES)
+def test_miss_defaults_meet_the_rules_decode_applies_to_a_reference_row(
+    monkeypatch: pytest.MonkeyPatch, kind: str, text: str, outcome: Any
+) -> None:
+    """A default reaches the table undecoded: one decode would dead-letter in a reference row
+    stops start-up naming lookup, column and rule; one it would coerce is coerced the same."""
+    from operators.decode import Invalid, ReferenceSchema
+    from operators.records import Kind, RawRecord
+
+    row = f'{{"level": {text}}}'.encode()
+    try:
+        decoded = ReferenceSchema({"level": kind}).decode(  # type: ignore[dict-item]
+            RawRecord(Kind.REFERENCE, b"AAPL", row, "refs/0/1", lookup="security"), 10_000
+        )
+    except Invalid:  # what decode dead-letters
+        decoded = None
+    setting = lookups(columns={"name": "str", "level": kind}).replace(
+        '"topic": "reference"', f'"topic": "reference", "miss_defaults": {row.decode()}'
+    )
+    monkeypatch.setenv("ENRICH_LOOKUPS", setting)
+    if isinstance(outcome, Refused):
+        assert decoded is None
+        with pytest.raises(SettingsError) as raised:
+            load_settings()
+        message = str(raised.value)
+        assert "ENRICH_LOOKUPS: [0].miss_defaults: lookup 'security', column level:" in message
+        assert outcome in message
+    else:
+        assert decoded is not None and decoded.row == (outcome,)
+        (lookup,) = load_settings().lookups
+        assert lookup.defaults_row() == (None, outcome)
+        assert type(lookup.defaults_row()[1]) is type(outcome)
+
+
 def test_every_bad_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENRICH_SHARDS", "x")
     monkeypatch.setenv("ENRICH_SINK_PARTITIONS", "y")
