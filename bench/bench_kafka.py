@@ -27,7 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -185,7 +185,7 @@ class _Started(StatefulSourcePartition[RawRecord, Any]):
         self._inner = inner
 
     def next_batch(self) -> list[RawRecord]:
-        batch = self._inner.next_batch()
+        batch = cast(list[RawRecord], self._inner.next_batch())  # a list: the inner is ours
         if batch:
             Meter.start()
         return batch
@@ -212,7 +212,9 @@ class MeteredEvents(FixedPartitionedSource[RawRecord, Any]):
 
 def metered_sources(settings: Settings) -> dict[str, Any]:
     sources = kafka_sources(settings)
-    return {**sources, "events_in": MeteredEvents(sources["events_in"])}
+    events = sources["events_in"]
+    assert isinstance(events, FixedPartitionedSource)
+    return {**sources, "events_in": MeteredEvents(events)}
 
 
 def cut_flow(settings: Settings, stage: str) -> Dataflow:

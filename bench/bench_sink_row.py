@@ -120,7 +120,9 @@ def route_steps(chain: Chain, runs: int) -> list[tuple[str, float]]:
     count = len(recs)
     last, earlier, field, rows = chain.last, chain.earlier, SETTINGS.lookup_field, chain.table.rows
     finished = [finish(rec, last, earlier, field, rows) for rec in recs]
-    stages = [finish(rec, last, earlier, field).event.stages for rec in recs]
+    stages: list[tuple[Outcome, ...]] = [
+        finish(rec, last, earlier, field).event.stages for rec in recs
+    ]
     if [stages_json(s) for s in stages] != [dumped(s) for s in stages]:
         raise RuntimeError("the templated stages column differs from json.dumps")
     names = routing.names(PARTITIONS)

@@ -32,10 +32,11 @@ import threading
 import time
 import tracemalloc
 from collections import deque
+from collections.abc import Mapping
 from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_ROW = [{"field": "sector", "op": "==", "value": "no such sector"}]
@@ -124,7 +125,9 @@ def snapshot_bytes(recovery: Path) -> dict[int, tuple[int, int]]:
     return per_epoch
 
 
-def run(label: str, events: int, storm: bool, workers: int = 1, **extra: str) -> Run:
+def run(
+    label: str, events: int, storm: bool, workers: int = 1, extra: Mapping[str, str] | None = None
+) -> Run:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         recovery = work / "recovery"
@@ -144,7 +147,7 @@ def run(label: str, events: int, storm: bool, workers: int = 1, **extra: str) ->
             ENRICH_DEMO_EVENTS=str(events),
             ENRICH_MISS_TIMEOUT_SECONDS="3600",
             ENRICH_LOOKUPS=lookups(storm),
-            **extra,
+            **(extra or {}),
         )
         started = time.perf_counter()
         proc = subprocess.Popen(
@@ -252,7 +255,7 @@ def per_waiting_event(count: int) -> dict[str, float]:
     tracemalloc.stop()
     graph_bytes = (graph - sys.getsizeof(again)) / len(again)
     states = [
-        [Pending(item, 0.0, 3600.0) for item in items]
+        [Pending(cast(Any, item), 0.0, 3600.0) for item in items]
         for _, items in routing.by_shard(again, names)
     ]
     graph_pickle = _pickle_cost(states, len(again))
@@ -327,8 +330,8 @@ def main() -> None:
     if args.budget_mb:
         extra["ENRICH_MAX_PENDING_MB"] = str(args.budget_mb)
     runs = [
-        run("all hits", events, storm=False, **extra),
-        run("storm: every event waits", events, storm=True, **extra),
+        run("all hits", events, storm=False, extra=extra),
+        run("storm: every event waits", events, storm=True, extra=extra),
     ]
     print("\n".join(table(runs)))
     # Per event figures settle well below 100,000 events; tracemalloc makes more slow.
