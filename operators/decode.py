@@ -179,7 +179,7 @@ class ReferenceSchema:
             valid = self._adapter.validate_python(obj)
         except ValidationError as exc:
             raise Invalid("invalid_field", _describe(exc), _first_field(exc)) from None
-        version = _version(valid.get(self.version_field), self.version_field)
+        version = valid_version(valid.get(self.version_field), self.version_field)
         if self.keep is not None and not self.keep(obj):
             return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, filtered=True)
         row = tuple(valid.get(name) for name in self.columns)
@@ -407,8 +407,10 @@ def _time(value: float | datetime | None, name: str) -> float | None:
     raise Invalid("invalid_field", f"{name}: {value!r} is not a time within {TIME_RANGE}", name)
 
 
-def _version(value: int | float | datetime | None, name: str) -> Version | None:
-    """A version the join can order and both databases hold exactly.
+def valid_version(value: int | float | datetime | None, name: str) -> Version | None:
+    """A version the join can order and both databases hold exactly, or `Invalid`.
+
+    Public so the reference publisher holds its change column to the same rule.
 
     Numbers within 64-bit signed integers (a float beyond them has lost its
     units digits anyway) and not too close to zero for Oracle's NUMBER, or

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 
-from operators.decode import Invalid, ReferenceSchema, finite, non_finite_at
+from operators.decode import Invalid, ReferenceSchema, finite, non_finite_at, valid_version
 from operators.filters import Condition, Predicate, all_of
 from operators.records import Kind, RawRecord
 from operators.times import epoch_seconds
@@ -80,7 +80,7 @@ def version_of(change: Any) -> int | float | None:
     without an offset is UTC, as in the dataflow (`operators.times`).
     """
     if change is None or isinstance(change, int | float):
-        return _finite_change(change)
+        return _orderable_change(change)
     if isinstance(change, str | datetime):
         with suppress(ValueError):
             return epoch_seconds(change)
@@ -89,14 +89,27 @@ def version_of(change: Any) -> int | float | None:
     )
 
 
-def _finite_change(change: Any) -> Any:
-    """The change value, unless it is a NaN or infinite float: it cannot order rows."""
+def _orderable_change(change: Any) -> Any:
+    """The change value, unless decode would refuse the number as a version.
+
+    NaN cannot order rows, and a watermark of infinity (or of a number beyond
+    64 bits) would leave every later row unread or held back.
+    """
     if type(change) is float and not finite([change]):
         raise ValueError(
             f"the change column holds {change!r}; it must be a finite number, a DATE or a "
             "TIMESTAMP (NaN cannot be ordered, and an infinity as the watermark would end "
             "every later incremental load): fix the row; the watermark does not pass it"
         )
+    if isinstance(change, int | float):
+        try:
+            valid_version(change, "version")
+        except Invalid as refused:
+            raise ValueError(
+                f"the change column holds {change!r}, which the dataflow's decode refuses as "
+                f"a version ({refused.detail}); every later row would be held back behind it "
+                "as the watermark: fix the row; the watermark does not pass it"
+            ) from None
     return change
 
 
@@ -126,7 +139,7 @@ class RecordBuilder:
 
     def record(self, row: Sequence[Any]) -> Record:
         at = self._at
-        change = _finite_change(row[at[self.change_column]])
+        change = _orderable_change(row[at[self.change_column]])
         key = row[at[self.key_column]]
         if key is None:
             return Record(None, None, change, RowKind.NO_KEY)

@@ -186,3 +186,24 @@ def test_the_command_exits_4_for_rows_decode_would_refuse(kafka: MockKafka, tmp_
     fixed = run_cli(kafka, tmp_path, **env)
     assert fixed.returncode == 0, fixed.stderr
     assert set(raw_topic(kafka)) == {"B1", "B2", "B3"}
+
+
+@pytest.mark.parametrize("change", [BIG, 1e-200])
+def test_a_change_value_decode_refuses_as_a_version_fails_the_load_before_the_watermark(
+    kafka: MockKafka, tmp_path: Path, change: float
+) -> None:
+    """As for NaN: every later row would be held back behind such a watermark."""
+    from reference.watermark import StateFile
+
+    bonds = Bonds(tmp_path / "reference.sqlite")
+    bonds.put("B1", 1)
+    load(kafka, tmp_path, **SETTINGS)
+    bonds.put("B2", 1)
+    with closing(sqlite3.connect(bonds.path)) as conn, conn:
+        conn.execute("UPDATE bonds SET updated_at = ? WHERE id = 'B2'", (str(change),))
+    assert decoded({"version": float(change)}) is not None
+    with pytest.raises(ValueError, match=r"the change column holds .* as a version"):
+        load(kafka, tmp_path, full=True, **SETTINGS)  # full: 1e-200 is below the watermark
+    saved = StateFile(tmp_path / "state" / "publisher.json").load()
+    assert saved is not None and saved.watermark == 1
+    assert set(raw_topic(kafka)) == {"B1"}
