@@ -10,8 +10,9 @@ covers only what Kafka confirmed), 2 for bad settings or arguments (also a
 Kafka property librdkafka refuses, named without its value, and a
 column the table lacks), 3 when a full load would have tombstoned more than
 ENRICH_PUBLISH_MAX_DELETE_SHARE of the topic's live keys and published
-nothing, 4 when the last load finished but held rows back because a value
-is NaN or infinite (JSON cannot carry it; each column logged with a key).
+nothing, 4 when the last load finished but held rows back because the
+dataflow's decode would refuse a value (NaN or infinite, beyond 64 bits, text
+too long, not the declared type; each column logged with a key).
 SIGTERM ends the process after the load under way, never in the
 middle of one.
 """
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print(report.summary(), flush=True)
             failed = full = False
-            held_back = report.counts.not_finite > 0
+            held_back = report.counts.held_back > 0
         if interval is None or stop.wait(interval):
             if stop.is_set():
                 log.info("SIGTERM: stopped after the load under way")

@@ -73,12 +73,23 @@ LookupId = (
 
 
 class Invalid(Exception):
-    """A record failed validation; `reason` is the dead-letter reason."""
+    """A record failed validation; `reason` is the dead-letter reason.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    `field` names the first field at fault where one is known, so the reference
+    publisher can say which column of a row it held back (`reference.reader`).
+    """
+
+    def __init__(self, reason: str, detail: str, field: str = "") -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+        self.field = field
+
+
+def _first_field(exc: ValidationError) -> str:
+    """The top-level field of the first error: the column, for a reference row."""
+    loc = exc.errors()[0]["loc"]
+    return str(loc[0]) if loc else ""
 
 
 def _describe(exc: ValidationError) -> str:
@@ -167,8 +178,8 @@ class ReferenceSchema:
         try:
             valid = self._adapter.validate_python(obj)
         except ValidationError as exc:
-            raise Invalid("invalid_field", _describe(exc)) from None
-        version = _version(valid.get(self.version_field), self.version_field)
+            raise Invalid("invalid_field", _describe(exc), _first_field(exc)) from None
+        version = valid_version(valid.get(self.version_field), self.version_field)
         if self.keep is not None and not self.keep(obj):
             return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, filtered=True)
         row = tuple(valid.get(name) for name in self.columns)
@@ -388,14 +399,18 @@ def _time(value: float | datetime | None, name: str) -> float | None:
         seconds = epoch_seconds(value)
         if time_in_range(seconds):
             return seconds
-        raise Invalid("invalid_field", f"{name}: {value.isoformat()} is not within {TIME_RANGE}")
+        raise Invalid(
+            "invalid_field", f"{name}: {value.isoformat()} is not within {TIME_RANGE}", name
+        )
     if time_in_range(value):
         return value
-    raise Invalid("invalid_field", f"{name}: {value!r} is not a time within {TIME_RANGE}")
+    raise Invalid("invalid_field", f"{name}: {value!r} is not a time within {TIME_RANGE}", name)
 
 
-def _version(value: int | float | datetime | None, name: str) -> Version | None:
-    """A version the join can order and both databases hold exactly.
+def valid_version(value: int | float | datetime | None, name: str) -> Version | None:
+    """A version the join can order and both databases hold exactly, or `Invalid`.
+
+    Public so the reference publisher holds its change column to the same rule.
 
     Numbers within 64-bit signed integers (a float beyond them has lost its
     units digits anyway) and not too close to zero for Oracle's NUMBER, or
@@ -411,13 +426,15 @@ def _version(value: int | float | datetime | None, name: str) -> Version | None:
         "invalid_field",
         f"{name}: {value!r} is not a finite number within 64-bit integers "
         f"(and, if not 0, at least {SMALLEST_NUMBER} from it)",
+        name,
     )
 
 
 def finite(value: dict[str, Any] | list[Any]) -> bool:
     """Whether a decoded JSON value holds no NaN or infinity, however deeply nested.
 
-    The one definition of "JSON can carry it": the publisher holds back a row that fails it.
+    The one definition of "JSON can carry it": the publisher holds back a row that fails it
+    (and one that `ReferenceSchema.decode` refuses).
 
     Runs per event, so a plain loop: `x - x` is 0.0 exactly when `x` is finite.
     """

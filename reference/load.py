@@ -20,9 +20,11 @@ Before either, every column the settings name is checked against the table
 table once without producing, to count them, and publishes nothing when the
 guard refuses (`reference.guard`); an empty topic skips that read.
 
-A row with a NaN or infinite value (`reference.reader`) is neither published
-nor tombstoned, counted and logged (`reference.report.NotFiniteLog`); the
-watermark moves past it like past any row read.
+A row the dataflow's decode would refuse (a NaN or infinite value, or one
+the lookup's declared columns refuse: `reference.reader`) is neither
+published nor tombstoned, counted by rule and logged
+(`reference.report.HeldBackLog`); the watermark moves past it like past any
+row read.
 """
 
 from __future__ import annotations
@@ -33,11 +35,12 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
+from operators.decode import ReferenceSchema
 from reference.columns import check_columns
 from reference.guard import DeleteGuard
 from reference.query import ReferenceQuery
 from reference.reader import Record, RecordBuilder, RowKind
-from reference.report import LoadCounts, LoadReport, NotFiniteLog, ProgressLog
+from reference.report import HeldBackLog, LoadCounts, LoadReport, ProgressLog
 from reference.settings import PublisherSettings
 from reference.source import ReadConnection, Row, connect, read
 from reference.topic import live_keys
@@ -84,7 +87,7 @@ class Publisher:
         """A full load when asked, or when no usable watermark exists; else an incremental one."""
         watermark = None if full else self._resume_point()
         counts = LoadCounts()
-        held = NotFiniteLog()
+        held = HeldBackLog()
         started = time.monotonic()
         settings = self._settings
         config = settings.kafka_client_config()
@@ -139,7 +142,7 @@ class Publisher:
         connection: ReadConnection,
         producer: ConfirmedProducer,
         counts: LoadCounts,
-        held: NotFiniteLog,
+        held: HeldBackLog,
     ) -> Watermark | None:
         settings = self._settings
         live = live_keys(
@@ -161,7 +164,7 @@ class Publisher:
                 if record.kind is RowKind.LIVE and record.key is not None:
                     self._send(producer, record.key, record.value, counts)
                     live.discard(record.key)
-                elif record.kind is RowKind.NOT_FINITE:
+                elif record.kind is RowKind.HELD_BACK:
                     live.discard(record.key)  # held back, not gone: no tombstone
             progress.tick()
         producer.confirm()
@@ -179,7 +182,7 @@ class Publisher:
         for rows in self._rows(connection, self._count_query.full(), None):
             for row in rows:
                 record = self._count_builder.record(row)
-                if record.kind is RowKind.LIVE and record.key is not None:
+                if record.kind in _KEPT and record.key is not None:
                     remaining.discard(record.key)
         return len(remaining)
 
@@ -207,7 +210,7 @@ class Publisher:
         connection: ReadConnection,
         producer: ConfirmedProducer,
         counts: LoadCounts,
-        held: NotFiniteLog,
+        held: HeldBackLog,
         watermark: Watermark,
     ) -> Watermark:
         progress = ProgressLog("incremental load", counts, self._settings.progress_seconds)
@@ -220,7 +223,7 @@ class Publisher:
                 if record.change != current:
                     delivered = delivered if current is None else current
                     current = record.change
-                if record.key is not None and record.kind is not RowKind.NOT_FINITE:
+                if record.key is not None and record.kind is not RowKind.HELD_BACK:
                     self._send(producer, record.key, record.value, counts)
             producer.confirm()
             if delivered != saved:
@@ -231,6 +234,10 @@ class Publisher:
         if final != saved:
             self._state.save(PublishState(final, self._scope))
         return final
+
+
+_KEPT = (RowKind.LIVE, RowKind.HELD_BACK)
+"""Rows whose key a full load does not tombstone: published, or held back."""
 
 
 def _reading(
@@ -251,11 +258,12 @@ def _reading(
         version_field=settings.version_field,
         soft_delete_column=settings.publish_soft_delete_column,
         conditions=settings.publish_filter,
+        schema=ReferenceSchema(settings.lookup.columns, settings.version_field),
     )
     return query, builder
 
 
-def _count(record: Record, counts: LoadCounts, held: NotFiniteLog) -> None:
+def _count(record: Record, counts: LoadCounts, held: HeldBackLog) -> None:
     kind = record.kind
     counts.read += 1
     if kind is RowKind.FILTERED_OUT:
@@ -264,6 +272,8 @@ def _count(record: Record, counts: LoadCounts, held: NotFiniteLog) -> None:
         counts.soft_deleted += 1
     elif kind is RowKind.NO_KEY:
         counts.without_key += 1
-    elif kind is RowKind.NOT_FINITE:
-        counts.not_finite += 1
+    elif kind is RowKind.HELD_BACK:
+        counts.held_back += 1
+        by_rule = counts.held_back_by_rule
+        by_rule[record.rule] = by_rule.get(record.rule, 0) + 1
         held.add(record)

@@ -5,12 +5,15 @@ record older than the row it holds: numbers go as they are, DATE and
 TIMESTAMP values as epoch seconds (a value without a time zone is read as
 UTC; only the order matters to the dataflow).
 
-A value JSON cannot carry (NaN, ±infinity, as an Oracle BINARY_DOUBLE can
-hold) holds its row back instead of going out as a `NaN` or `Infinity`
-literal that the dataflow and other consumers refuse: the row is
-`NOT_FINITE`, and the key's earlier record stays in the topic. In the
-change column such a value stops the load: it cannot be ordered, and as the
-watermark it would end every later incremental read.
+A value the dataflow's decode would refuse holds its row back instead of
+going out to be dead-lettered there: NaN or ±infinity (as an Oracle
+BINARY_DOUBLE can hold), which JSON cannot carry, and whatever
+`operators.decode.ReferenceSchema` refuses for the lookup's declared
+columns (an int beyond 64 bits, text over 1,000 characters, a value not of
+its column's type). The row is `HELD_BACK`, named by the rule it breaks, and
+the key's earlier record stays in the topic. In the change column a NaN or
+infinity stops the load: it cannot be ordered, and as the watermark it would
+end every later incremental read.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 
-from operators.decode import finite, non_finite_at
+from operators.decode import Invalid, ReferenceSchema, finite, non_finite_at, valid_version
 from operators.filters import Condition, Predicate, all_of
+from operators.records import Kind, RawRecord
 from operators.times import epoch_seconds
 
 
@@ -40,9 +44,16 @@ class RowKind(StrEnum):
     """The filter does not hold: the key must not be live."""
     NO_KEY = "no_key"
     """The key column is NULL: nothing can be published for it."""
-    NOT_FINITE = "not_finite"
-    """A value is NaN or infinite, which JSON cannot carry: held back, the topic keeps the key's
-    earlier record (neither overwritten nor tombstoned)."""
+    HELD_BACK = "held_back"
+    """The dataflow's decode would refuse a value (`Record.rule` says why): held back, the
+    topic keeps the key's earlier record (neither overwritten nor tombstoned)."""
+
+
+NOT_FINITE = "not_finite"
+"""The rule of a value JSON cannot carry (NaN, ±infinity); other rules are decode's reasons."""
+
+NO_LIMIT = 2**62
+"""The record size decode is given: the dataflow's ENRICH_MAX_RECORD_BYTES is not read here."""
 
 
 class Record(NamedTuple):
@@ -53,9 +64,13 @@ class Record(NamedTuple):
     """The change column's value as the database gave it: the watermark candidate."""
     kind: RowKind
     column: str = ""
-    """For a NOT_FINITE row: the first column whose value JSON cannot carry."""
-    bad_value: float | None = None
-    """For a NOT_FINITE row: that value."""
+    """For a HELD_BACK row: the first column whose value decode would refuse."""
+    bad_value: Any = None
+    """For a HELD_BACK row: that value."""
+    rule: str = ""
+    """For a HELD_BACK row: `NOT_FINITE`, or the reason decode would dead-letter it with."""
+    detail: str = ""
+    """For a HELD_BACK row: what is wrong, in decode's words."""
 
 
 def version_of(change: Any) -> int | float | None:
@@ -65,7 +80,7 @@ def version_of(change: Any) -> int | float | None:
     without an offset is UTC, as in the dataflow (`operators.times`).
     """
     if change is None or isinstance(change, int | float):
-        return _finite_change(change)
+        return _orderable_change(change)
     if isinstance(change, str | datetime):
         with suppress(ValueError):
             return epoch_seconds(change)
@@ -74,20 +89,38 @@ def version_of(change: Any) -> int | float | None:
     )
 
 
-def _finite_change(change: Any) -> Any:
-    """The change value, unless it is a NaN or infinite float: it cannot order rows."""
+def _orderable_change(change: Any) -> Any:
+    """The change value, unless decode would refuse the number as a version.
+
+    NaN cannot order rows, and a watermark of infinity (or of a number beyond
+    64 bits) would leave every later row unread or held back.
+    """
     if type(change) is float and not finite([change]):
         raise ValueError(
             f"the change column holds {change!r}; it must be a finite number, a DATE or a "
             "TIMESTAMP (NaN cannot be ordered, and an infinity as the watermark would end "
             "every later incremental load): fix the row; the watermark does not pass it"
         )
+    if isinstance(change, int | float):
+        try:
+            valid_version(change, "version")
+        except Invalid as refused:
+            raise ValueError(
+                f"the change column holds {change!r}, which the dataflow's decode refuses as "
+                f"a version ({refused.detail}); every later row would be held back behind it "
+                "as the watermark: fix the row; the watermark does not pass it"
+            ) from None
     return change
 
 
 @dataclass(frozen=True)
 class RecordBuilder:
-    """Turns rows of `selected` columns (in that order) into records."""
+    """Turns rows of `selected` columns (in that order) into records.
+
+    `schema` is the lookup's as the dataflow decodes it: each record about to
+    be published goes through its `decode`, so the one definition of what the
+    dataflow accepts decides what is held back.
+    """
 
     selected: Sequence[str]
     key_column: str
@@ -96,6 +129,7 @@ class RecordBuilder:
     version_field: str
     soft_delete_column: str | None = None
     conditions: Sequence[Condition] = ()
+    schema: ReferenceSchema | None = None
     _at: dict[str, int] = field(init=False, repr=False, compare=False)
     _matches: Predicate | None = field(init=False, repr=False, compare=False)
 
@@ -105,7 +139,7 @@ class RecordBuilder:
 
     def record(self, row: Sequence[Any]) -> Record:
         at = self._at
-        change = _finite_change(row[at[self.change_column]])
+        change = _orderable_change(row[at[self.change_column]])
         key = row[at[self.key_column]]
         if key is None:
             return Record(None, None, change, RowKind.NO_KEY)
@@ -119,5 +153,18 @@ class RecordBuilder:
         value[self.version_field] = version_of(change)
         if not finite(value):
             column = non_finite_at(value)
-            return Record(key_bytes, None, change, RowKind.NOT_FINITE, column, value[column])
-        return Record(key_bytes, to_json(value), change, RowKind.LIVE)
+            detail = "a NaN or infinite value, which JSON cannot carry"
+            return self._held(key_bytes, change, column, value[column], NOT_FINITE, detail)
+        payload = to_json(value)
+        if self.schema is not None:
+            try:
+                self.schema.decode(RawRecord(Kind.REFERENCE, key_bytes, payload, ""), NO_LIMIT)
+            except Invalid as refused:
+                column = refused.field if refused.field in value else self.key_column
+                bad = key if column == self.key_column else value[column]
+                return self._held(key_bytes, change, column, bad, refused.reason, refused.detail)
+        return Record(key_bytes, payload, change, RowKind.LIVE)
+
+    @staticmethod
+    def _held(key: bytes, change: Any, column: str, bad: Any, rule: str, detail: str) -> Record:
+        return Record(key, None, change, RowKind.HELD_BACK, column, bad, rule, detail)

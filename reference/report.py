@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-from reference.reader import Record
+from reference.reader import NOT_FINITE, Record
 from reference.watermark import Watermark
 
 log = logging.getLogger("enrich.publisher")
@@ -20,8 +20,10 @@ class LoadCounts:
     filtered_out: int = 0
     soft_deleted: int = 0
     without_key: int = 0
-    not_finite: int = 0
-    """Rows held back: a value is NaN or infinite (`reference.reader.RowKind.NOT_FINITE`)."""
+    held_back: int = 0
+    """Rows held back: decode would refuse a value (`reference.reader.RowKind.HELD_BACK`)."""
+    held_back_by_rule: dict[str, int] = field(default_factory=dict)
+    """`held_back` by rule: `not_finite`, or the reason decode would dead-letter the row with."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,16 @@ class LoadReport:
             f"  filtered out       {counts.filtered_out:>12,}",
             f"  soft deleted       {counts.soft_deleted:>12,}",
             f"  without a key      {counts.without_key:>12,}",
-            f"  NaN or infinite    {counts.not_finite:>12,}  (not published)",
+            f"  held back          {counts.held_back:>12,}  (not published{_by_rule(counts)})",
             f"  watermark          {self.watermark}",
         ]
         return "\n".join(lines)
+
+
+def _by_rule(counts: LoadCounts) -> str:
+    """`: rule count, ...` for the report's held-back line; empty when none were."""
+    rules = sorted(counts.held_back_by_rule.items())
+    return ": " + ", ".join(f"{rule} {count:,}" for rule, count in rules) if rules else ""
 
 
 @dataclass
@@ -75,30 +83,34 @@ class ProgressLog:
 
 
 @dataclass
-class NotFiniteLog:
-    """Rows held back because a value is NaN or infinite, logged so a person can fix them.
+class HeldBackLog:
+    """Rows held back because decode would refuse a value, logged so a person can fix them.
 
-    One warning per column and load, naming the first key (a table with one bad
-    column could otherwise log a line per row), then one line with the total
-    per column when the load ends; every row is counted in `LoadCounts`.
+    One warning per column and rule each load, naming the first key (a table
+    with one bad column could otherwise log a line per row), then one line
+    with the rows per column when the load ends; every row is counted in
+    `LoadCounts`.
     """
 
     columns: dict[str, int] = field(default_factory=dict)
+    _seen: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, record: Record) -> None:
-        column = record.column
-        seen = self.columns.get(column, 0)
-        self.columns[column] = seen + 1
-        if seen:
+        column, rule = record.column, record.rule
+        self.columns[column] = self.columns.get(column, 0) + 1
+        if (column, rule) in self._seen:
             return
+        self._seen.add((column, rule))
         key = (record.key or b"").decode(errors="replace")
+        reason = "invalid_json" if rule == NOT_FINITE else rule
         log.warning(
-            f"row {key!r}: column {column!r} holds {record.bad_value!r}, a NaN or infinite "
-            "value JSON cannot carry (the dataflow would dead-letter the record as invalid_json); "
-            "the row is not published and the topic keeps the key's earlier record. Store a "
-            "finite number or NULL: the row goes out when its change column next moves, or "
-            f"with the next full load. Further rows with such a {column!r} are only counted",
-            extra={"key": key, "column": column},
+            f"row {key!r}: column {column!r} holds {_shown(record.bad_value)}: {record.detail}; "
+            f"the dataflow would dead-letter the record as {reason}, so the row is not "
+            "published and the topic keeps the key's earlier record. Store a value the "
+            "lookup's declared columns accept (a finite number, text up to the limit, the "
+            "declared type) or NULL: the row goes out when its change column next moves, or "
+            f"with the next full load. Further such rows ({rule}, {column!r}) are only counted",
+            extra={"key": key, "column": column, "rule": rule},
         )
 
     def finish(self) -> None:
@@ -107,7 +119,13 @@ class NotFiniteLog:
         total = sum(self.columns.values())
         per_column = ", ".join(f"{name} {count:,}" for name, count in self.columns.items())
         log.warning(
-            f"{total:,} rows were not published: a value is NaN or infinite "
+            f"{total:,} rows were not published: the dataflow's decode would refuse a value "
             f"(rows per column: {per_column}); fix them in the table (a warning per column above)",
-            extra={"not_finite": total, "not_finite_columns": dict(self.columns)},
+            extra={"held_back": total, "held_back_columns": dict(self.columns)},
         )
+
+
+def _shown(value: object) -> str:
+    """The value for a log line, cut short: a refused text can be thousands of characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text):,} characters)"

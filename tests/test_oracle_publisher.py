@@ -207,7 +207,7 @@ def test_a_binary_double_nan_or_infinity_holds_its_row_back_on_oracle(
             progress_seconds=0,
         )
         report = Publisher(settings).load()
-        assert (report.counts.published, report.counts.not_finite, report.watermark) == (1, 2, 3)
+        assert (report.counts.published, report.counts.held_back, report.watermark) == (1, 2, 3)
         assert latest(kafka) == {"P1": {"price": 1.5, "version": 1}}
     finally:
         with oracle.cursor() as cursor:

@@ -946,10 +946,11 @@ def test_a_row_with_an_infinite_value_is_held_back_counted_and_logged_once_per_c
         "P5": {"price": 1.5, "ratio": 0.25, "version": 6},
     }
     counts = report.counts
-    assert (counts.read, counts.published, counts.tombstones, counts.not_finite) == (5, 2, 0, 3)
+    assert (counts.read, counts.published, counts.tombstones, counts.held_back) == (5, 2, 0, 3)
     assert report.watermark == 6
-    assert "NaN or infinite 3 (not published)" in words(report.summary())
-    warned = [r for r in caplog.records if "NaN or infinite" in r.getMessage()]
+    assert counts.held_back_by_rule == {"not_finite": 3}
+    assert "held back 3 (not published: not_finite 3)" in words(report.summary())
+    warned = [r for r in caplog.records if "not published" in r.getMessage()]
     per_column = [r.getMessage() for r in warned if getattr(r, "column", None)]
     assert len(per_column) == 2
     assert "'P2'" in per_column[0] and "column 'price' holds inf" in per_column[0]
@@ -960,7 +961,7 @@ def test_a_row_with_an_infinite_value_is_held_back_counted_and_logged_once_per_c
     priced.put("P6", 8, ratio=-INF)
     again = load(kafka, tmp_path, **PRICED)
     assert not again.full
-    assert (again.counts.published, again.counts.not_finite, again.watermark) == (1, 1, 8)
+    assert (again.counts.published, again.counts.held_back, again.watermark) == (1, 1, 8)
     assert strict_topic(kafka)["P3"] == {"price": 1.5, "ratio": 0.25, "version": 7}
     assert "P6" not in strict_topic(kafka)
 
@@ -981,7 +982,7 @@ def test_a_nan_from_the_database_holds_its_row_back_naming_the_column() -> None:
     assert (record.key, record.value, record.kind, record.column) == (
         b"P1",
         None,
-        RowKind.NOT_FINITE,
+        RowKind.HELD_BACK,
         "ratio",
     )
     assert builder.record(("P1", 1.0, 2.0, 5)).kind is RowKind.LIVE
@@ -997,7 +998,7 @@ def test_the_command_exits_4_when_rows_were_held_back_and_0_once_they_are_fixed(
     env["ENRICH_PUBLISH_COLUMNS"] = json.dumps(PRICED["publish_columns"])
     held = run_cli(kafka, tmp_path, **env)
     assert held.returncode == 4, held.stderr
-    assert "NaN or infinite 1" in words(held.stdout)
+    assert "held back 1 (not published: not_finite 1)" in words(held.stdout)
     assert "rows published 1" in words(held.stdout)
     assert "row 'P1': column 'price' holds inf" in held.stderr
     assert "Traceback" not in held.stderr
