@@ -16,17 +16,20 @@ from pydantic import (
 
 from config.base import EnrichSettings, check_topic
 from operators.decode import Invalid, column_values
-from operators.enrichment import JoinType, MissPolicy
+from operators.enrichment import Clock, JoinType, LookupMode, MissPolicy, ValidFrom
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
 
 __all__ = [
     "DEMO_LOOKUPS",
+    "Clock",
     "JoinType",
     "Lookup",
+    "LookupMode",
     "LookupSettings",
     "MissPolicy",
+    "ValidFrom",
     "check_columns",
 ]
 
@@ -61,6 +64,22 @@ class Lookup(BaseModel):
     miss_policy: MissPolicy | None = None
     miss_timeout_seconds: float | None = Field(None, gt=0)
     miss_defaults: dict[str, Any] = {}
+    timeout_clock: Clock | None = None
+    """What the miss timeout runs on: `processing` (the system clock) or `event` (the
+    events' watermark); the dataflow-wide `ENRICH_TIMEOUT_CLOCK` when unset."""
+    mode: LookupMode = "latest"
+    """`latest` joins the newest row; `as_of` the version valid at the event's time."""
+    valid_from: ValidFrom = "version"
+    """An as-of lookup's validity time of a row: its `version` read as a time, the
+    `field` named by `valid_from_field`, or the record's own time (`record_time`, a
+    Kafka record's timestamp)."""
+    valid_from_field: str | None = None
+    history_seconds: float = Field(7 * 86_400.0, gt=0)
+    """An as-of lookup keeps the versions valid within this long before a key's newest one."""
+    history_versions: int = Field(16, gt=0, le=10_000)
+    """And at most this many versions per key, the newest."""
+    row_ttl_seconds: float | None = Field(None, gt=0)
+    """A key whose row is not refreshed within this long (on the timeout's clock) is dropped."""
     topic: str | None = None
     file: Path | None = None
     demo_table: Literal["securities", "exchanges"] | None = None
@@ -113,6 +132,13 @@ class Lookup(BaseModel):
         unknown = set(self.miss_defaults) - set(self.columns)
         if unknown:
             raise ValueError(f"miss_defaults {sorted(unknown)} are not columns of {self.name!r}")
+        if (self.valid_from == "field") != (self.valid_from_field is not None):
+            raise ValueError(
+                f"lookup {self.name!r}: valid_from_field names the field a row's validity time "
+                'is read from: give it exactly when valid_from is "field"'
+            )
+        if self.valid_from_field is not None:
+            check_identifier(self.valid_from_field, "valid_from_field")
         return self
 
     def stored_columns(self) -> dict[str, FieldType]:

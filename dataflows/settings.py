@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from config.base import EnrichSettings, SettingsError, check_topic
 from config.base import load_settings as load_any
 from config.connections import KafkaConnection, LoggingSettings, OracleConnection
-from config.lookups import JoinType, LookupSettings, MissPolicy, check_columns
+from config.lookups import Clock, JoinType, LookupSettings, MissPolicy, check_columns
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
@@ -51,6 +51,9 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
     join_type: JoinType = "left"
     miss_policy: MissPolicy = "defaults"
     miss_timeout_seconds: float = Field(5.0, gt=0)
+    timeout_clock: Clock = "processing"
+    event_time_lateness_seconds: float = Field(0.0, ge=0)
+    event_time_idle_seconds: float = Field(30.0, gt=0)
     max_pending_per_key: int = Field(1_000, gt=0)
     max_pending_per_shard: int = Field(100_000, gt=0)
     max_pending_mb: float = Field(256.0, gt=0)

@@ -49,6 +49,9 @@ from operators.records import (
 _new = tuple.__new__
 MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 JoinType = Literal["left", "inner"]
+Clock = Literal["processing", "event"]
+LookupMode = Literal["latest", "as_of"]
+ValidFrom = Literal["version", "field", "record_time"]
 Output = Joined | DeadLetter
 Item = Event | RefUpdate | CaughtUp
 HELD = math.inf
@@ -73,6 +76,17 @@ class EnrichConfig:
     """How many shards the lookup's ids are routed over (0: not told). The join records it
     in its snapshots, so a resume with another count is refused (`dataflows.recovery_guard`):
     ids would then route to other shards than the ones their events wait in."""
+    clock: Clock = "processing"
+    """What deadlines run on: the system clock, or the watermark (`operators.event_clock`)."""
+    lateness_seconds: float = 0.0
+    """Event clock: how far the watermark stays behind the partitions' event times."""
+    idle_seconds: float = 30.0
+    """Event clock: a partition silent this long (system clock) no longer holds the watermark."""
+    mode: LookupMode = "latest"
+    history_seconds: float = 7 * 86_400.0
+    history_versions: int = 16
+    row_ttl_seconds: float | None = None
+    """Drop a key whose row was not refreshed within this long, on `clock`; None: never."""
 
 
 class Pending(NamedTuple):

@@ -39,6 +39,10 @@ class RawRecord(NamedTuple):
     origin: str
     replay: bool = False
     lookup: str = ""
+    timestamp: float | None = None
+    """The record's own time in epoch seconds (a Kafka record's timestamp; the demo's
+    planned time), None where the source has none: a reference record's time for
+    event-time timeouts and row TTL, and its validity time when a lookup says so."""
 
 
 class Event(NamedTuple):
@@ -77,6 +81,11 @@ class RefUpdate(NamedTuple):
     replay: bool = False
     filtered: bool = False
     """A row the lookup's filter left out: it deletes like a tombstone."""
+    at: float | None = None
+    """The record's time (`RawRecord.timestamp`), None if its source has none."""
+    valid_from: float | None = None
+    """From when the row (or, for a tombstone, the key's absence) holds, for an as-of
+    lookup: the version read as a time, a configured field, or the record's time."""
 
 
 class CaughtUp(NamedTuple):
@@ -95,6 +104,17 @@ class CaughtUp(NamedTuple):
     lookup: str
 
 
+class PartitionTime(NamedTuple):
+    """The largest event time one event partition has shown so far, for event-time
+    timeouts (`operators.event_clock`): sent to every shard of such a lookup, after
+    the events it covers. `partitions` is how many event partitions there are,
+    0 when the source does not say."""
+
+    partition: str
+    high: float
+    partitions: int = 0
+
+
 class Status(StrEnum):
     ENRICHED = "enriched"
     LATE_ENRICHED = "late_enriched"
@@ -109,6 +129,10 @@ class MissReason(StrEnum):
     END_OF_INPUT = "end_of_input"
     MISSING_KEY = "missing_key"
     """An earlier lookup left the field holding this lookup's key empty."""
+    BEFORE_HISTORY = "before_history"
+    """An as-of lookup: the event is older than the versions its key still keeps."""
+    ROW_EXPIRED = "row_expired"
+    """The key's row was dropped for not being refreshed within the lookup's row TTL."""
 
 
 class Outcome(NamedTuple):
