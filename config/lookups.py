@@ -15,11 +15,11 @@ from pydantic import (
 )
 
 from config.base import EnrichSettings, check_topic
-from operators.decode import Invalid, column_values
-from operators.enrichment import Clock, JoinType, LookupMode, MissPolicy, ValidFrom
-from operators.filters import Condition, check_fields
+from operators.decode import Invalid, ReferenceSchema, column_values
+from operators.enrichment import Clock, JoinType, LookupMode, MissPolicy
+from operators.filters import Condition, all_of, check_fields
 from operators.identifiers import check_identifier
-from operators.records import FieldType
+from operators.records import FieldType, ValidFrom
 
 __all__ = [
     "DEMO_LOOKUPS",
@@ -140,6 +140,16 @@ class Lookup(BaseModel):
         if self.valid_from_field is not None:
             check_identifier(self.valid_from_field, "valid_from_field")
         return self
+
+    def reference_schema(self) -> ReferenceSchema:
+        """How the dataflow decodes this lookup's reference records: one definition."""
+        return ReferenceSchema(
+            self.columns,
+            self.version_field,
+            all_of(self.filter),
+            self.valid_from if self.mode == "as_of" else None,
+            self.valid_from_field,
+        )
 
     def stored_columns(self) -> dict[str, FieldType]:
         """The columns as the event and the table get them: prefixed, in row order."""

@@ -19,9 +19,9 @@ from dataflows.settings import Settings
 from operators import routing, steps
 from operators.arrival import ArrivalNumbers
 from operators.chain import Stage
-from operators.decode import Decoder, ReferenceSchema
+from operators.decode import Decoder
 from operators.enrich_step import join_builder, segment_builder
-from operators.enrichment import EnrichConfig
+from operators.enrichment import Clock, EnrichConfig
 from operators.filters import all_of
 from operators.lookup_steps import join_step, park_step
 from operators.records import DeadLetter
@@ -42,12 +42,7 @@ def decoder(settings: Settings) -> Decoder:
         event_id_field=settings.event_id_field,
         event_time_field=settings.event_time_field,
         event_fields=settings.event_fields,
-        references={
-            lookup.name: ReferenceSchema(
-                lookup.columns, lookup.version_field, all_of(lookup.filter)
-            )
-            for lookup in settings.lookups
-        },
+        references={lookup.name: lookup.reference_schema() for lookup in settings.lookups},
         max_record_bytes=settings.max_record_bytes,
         keep_event=all_of(settings.event_filter),
     )
@@ -77,7 +72,24 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
         ),
         wait_for_reference=waits_for_reference(settings, lookup),
         shards=settings.shards,
+        clock=clock_of(settings, lookup),
+        lateness_seconds=settings.event_time_lateness_seconds,
+        idle_seconds=settings.event_time_idle_seconds,
+        mode=lookup.mode,
+        history_seconds=lookup.history_seconds,
+        history_versions=lookup.history_versions,
+        row_ttl_seconds=lookup.row_ttl_seconds,
     )
+
+
+def clock_of(settings: Settings, lookup: Lookup) -> Clock:
+    return lookup.timeout_clock or settings.timeout_clock
+
+
+def event_partitions(settings: Settings) -> int:
+    """How many partitions carry events, where known before reading (the demo's); 0 for
+    Kafka, whose count the watermark's start rule waits for (`operators.event_clock`)."""
+    return settings.demo_partitions if settings.source == "demo" else 0
 
 
 def table(settings: Settings) -> EnrichedTable:
@@ -276,6 +288,10 @@ def build_flow(
         routing.names(settings.shards),
         record_decoded,
         ArrivalNumbers(time.time_ns),
+        clocked=frozenset(
+            lookup.name for lookup in settings.lookups if clock_of(settings, lookup) == "event"
+        ),
+        event_partitions=event_partitions(settings),
     )
     to_sink = steps.ToSink(
         stages[-1],

@@ -47,6 +47,7 @@ from operators.records import (
     Kind,
     RawRecord,
     RefUpdate,
+    ValidFrom,
     Version,
 )
 from operators.times import epoch_seconds
@@ -153,17 +154,50 @@ class ReferenceSchema:
     columns: dict[str, FieldType]
     version_field: str = "version"
     keep: Predicate | None = None
+    valid_from: ValidFrom | None = None
+    """An as-of lookup's source of each row's validity time (None: not as-of); a row
+    without one is refused, since the history could not place it."""
+    valid_from_field: str | None = None
     _adapter: TypeAdapter[dict[str, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        schema = _typed_dict(
-            "ReferenceSchema",
-            {
-                **_column_fields(self.columns),
-                self.version_field: NotRequired[int | float | datetime | None],
-            },
-        )
+        fields: dict[str, Any] = {
+            **_column_fields(self.columns),
+            self.version_field: NotRequired[int | float | datetime | None],
+        }
+        if self.valid_from_field is not None and self.valid_from_field not in fields:
+            fields[self.valid_from_field] = NotRequired[float | datetime | None]
+        schema = _typed_dict("ReferenceSchema", fields)
         object.__setattr__(self, "_adapter", TypeAdapter(schema))
+
+    def _valid_from(self, raw: RawRecord, valid: dict[str, Any], version: Version | None) -> float:
+        """The row's validity time by `valid_from`, or `Invalid` when it has none."""
+        if self.valid_from == "version":
+            if version is None:
+                raise Invalid(
+                    "missing_valid_from",
+                    f"the row has no {self.version_field!r}, which this as-of lookup reads "
+                    "as the time from which the row is valid",
+                    self.version_field,
+                )
+            return float(version)
+        if self.valid_from == "field":
+            name = self.valid_from_field or ""
+            when = _time(valid.get(name), name)
+            if when is None:
+                raise Invalid(
+                    "missing_valid_from",
+                    f"the row has no {name!r}, the time from which this as-of lookup holds it",
+                    name,
+                )
+            return when
+        if raw.timestamp is None:
+            raise Invalid(
+                "missing_valid_from",
+                "the record has no timestamp, which this as-of lookup reads as the time "
+                "from which the row is valid",
+            )
+        return raw.timestamp
 
     def decode(self, raw: RawRecord, max_bytes: int) -> RefUpdate:
         if not raw.key:
@@ -172,18 +206,21 @@ class ReferenceSchema:
             lookup_id = raw.key.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise Invalid("invalid_utf8", f"key: {exc}") from None
+        at = raw.timestamp
         if raw.value is None:
-            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay)
+            # A tombstone carries no row to read a time from: its record's time ends the key.
+            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, False, at, at)
         obj = _load_object(raw.value, max_bytes)
         try:
             valid = self._adapter.validate_python(obj)
         except ValidationError as exc:
             raise Invalid("invalid_field", _describe(exc), _first_field(exc)) from None
         version = valid_version(valid.get(self.version_field), self.version_field)
+        valid_from = None if self.valid_from is None else self._valid_from(raw, valid, version)
         if self.keep is not None and not self.keep(obj):
-            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, filtered=True)
+            return RefUpdate(lookup_id, None, None, raw.origin, raw.replay, True, at, valid_from)
         row = tuple(valid.get(name) for name in self.columns)
-        return RefUpdate(lookup_id, row, version, raw.origin, raw.replay)
+        return RefUpdate(lookup_id, row, version, raw.origin, raw.replay, False, at, valid_from)
 
 
 @dataclass(frozen=True)

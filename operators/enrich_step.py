@@ -17,6 +17,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from operators.as_of import new_join
 from operators.enrichment import EnrichConfig, Output, Pending, ShardEnricher, Tally
 from operators.parking import JoinState, Message, Parcels, ParkingJoin, Segment
 from operators.records import Event, RefUpdate
@@ -119,7 +120,7 @@ def join_builder(
     """A shard's join, fresh or resumed; a snapshot of an earlier version holds waiting events."""
 
     def build(resume: JoinState | Snapshot | None) -> JoinLogic:
-        return JoinLogic(ParkingJoin(config, resume), clock, observe)
+        return JoinLogic(new_join(config, resume), clock, observe)
 
     return build
 

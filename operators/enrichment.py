@@ -42,6 +42,7 @@ from operators.records import (
     Event,
     Joined,
     MissReason,
+    PartitionTime,
     RefUpdate,
     Status,
 )
@@ -51,9 +52,8 @@ MissPolicy = Literal["defaults", "dead_letter", "pass_through"]
 JoinType = Literal["left", "inner"]
 Clock = Literal["processing", "event"]
 LookupMode = Literal["latest", "as_of"]
-ValidFrom = Literal["version", "field", "record_time"]
 Output = Joined | DeadLetter
-Item = Event | RefUpdate | CaughtUp
+Item = Event | RefUpdate | CaughtUp | PartitionTime
 HELD = math.inf
 """The deadline of a held event: it has not been looked up, so no timeout runs yet."""
 
@@ -115,6 +115,9 @@ class Tally:
     inner_excluded: int = 0
     pending_delta: int = 0
     rows_delta: int = 0
+    ttl_dropped: int = 0
+    before_history: int = 0
+    versions_dropped: int = 0
     missed_out: dict[MissReason, int] = field(default_factory=dict)
     late_waits_ms: list[float] = field(default_factory=list)
 
@@ -141,6 +144,10 @@ class ShardEnricher:
         self._caught_up: set[str] = set()
         self._byte_budget = config.max_pending_bytes_per_shard or math.inf
         self._live_head: bytes | None = None
+        self.refreshed: dict[str, float] = {}
+        """With a row TTL: each key's last refresh time, oldest first."""
+        self.expired: set[str] = set()
+        """Keys whose row the TTL dropped: their events leave as `row_expired`."""
         for blob in sorted(encoded(resume or ()), key=compact.arrived):
             if compact.deadline(blob) == HELD:
                 self.held.append(blob)
@@ -152,18 +159,23 @@ class ShardEnricher:
         self.tally.pending_delta = self.pending_count
 
     def process(self, items: Iterable[Item], now: float) -> list[Output]:
-        """Apply events and reference updates in the order they arrived.
-
-        The hit path is the hot loop of the product: locals are bound once and
-        records are built with `tuple.__new__`, skipping the NamedTuple
-        constructor's Python-level frame (a quarter of the step's time).
-        """
+        """Apply events and reference updates in the order they arrived."""
         out: list[Output] = []
         if not self.ready:
             items = iter(items)
             self._until_ready(items, now, out)
             if not self.ready:
                 return out
+        self._lookup_all(items, now, out)
+        return out
+
+    def _lookup_all(self, items: Iterable[Item], now: float, out: list[Output]) -> None:
+        """The hit loop, once ready; `operators.as_of` has its own.
+
+        The hot loop of the product: locals are bound once and records are built
+        with `tuple.__new__`, skipping the NamedTuple constructor's Python-level
+        frame (a quarter of the step's time).
+        """
         emit = out.append
         get = self.rows.get
         enriched = Status.ENRICHED
@@ -178,8 +190,13 @@ class ShardEnricher:
                     hits += 1
             elif type(item) is RefUpdate:
                 self._apply(item, now, out)
+            else:
+                self._marker(item, now, out)
         self.tally.hits += hits
-        return out
+
+    def _marker(self, item: Item, now: float, out: list[Output]) -> None:
+        """A marker once ready: a late `CaughtUp` says nothing new; the event clock's
+        `PartitionTime` is `operators.parking`'s."""
 
     def expire(self, now: float) -> list[Output]:
         """Send every event whose deadline has passed out under the miss policy."""
@@ -239,11 +256,13 @@ class ShardEnricher:
                 self._hold(item, now, out)
             elif type(item) is RefUpdate:
                 self._apply(item, now, out)
-            else:
-                self._caught_up.add(item.source)  # type: ignore[union-attr]
-                if len(self._caught_up) >= item.partitions:  # type: ignore[union-attr]
+            elif type(item) is CaughtUp:
+                self._caught_up.add(item.source)
+                if len(self._caught_up) >= item.partitions:
                     self._become_ready(now, out)
                     return
+            else:
+                self._marker(item, now, out)
 
     def _hold(self, event: Event, now: float, out: list[Output]) -> None:
         blob = compact.encode(event, now, HELD)
@@ -267,8 +286,8 @@ class ShardEnricher:
         first, being older; held events then hit or start their timeout now.
         """
         self.ready = True
-        for key in [key for key in self._waiting_keys() if key in self.rows]:
-            self._release(key, self.rows[key], now, out)
+        for key in self._waiting_keys():
+            self._release_current(key, now, out)
         held, self.held = self.held, deque()
         self.pending_count -= len(held)
         self.pending_bytes -= sum(map(compact.size, held))
@@ -276,13 +295,23 @@ class ShardEnricher:
         for blob in held:
             waiting = decoded(blob)
             event = waiting.event
-            row = self.rows.get(event.lookup_id)
+            row = self._row_for(event)
             if row is None:
                 self._wait(event, now, out, waiting.arrived)
             else:
                 waited_ms = (now - waiting.arrived) * 1000.0
                 out.append(Joined(event, row, row[-1], Status.ENRICHED, None, waited_ms))
                 self.tally.hits += 1
+
+    def _row_for(self, event: Event) -> tuple[Any, ...] | None:
+        """The row an event joins, if any: the key's latest (`operators.as_of` reads history)."""
+        return self.rows.get(event.lookup_id)
+
+    def _release_current(self, key: str, now: float, out: list[Output]) -> None:
+        """Release the waiting events of `key` if its row is there (after a catch-up)."""
+        row = self.rows.get(key)
+        if row is not None:
+            self._release(key, row, now, out)
 
     def _has_waiting(self, lookup_id: str) -> bool:
         return lookup_id in self.pending
@@ -312,12 +341,25 @@ class ShardEnricher:
     ) -> None:
         self.tally.misses += 1
         since = now if arrived is None else arrived
+        reason = self._no_wait(event)
+        if reason is not None:
+            self._miss(Pending(event, since, now), reason, now, out)
+            return
+        blob = compact.encode(event, since, self._starts(event, now) + self.config.timeout_seconds)
+        self._store(blob, event.lookup_id, now, out)
+
+    def _no_wait(self, event: Event) -> MissReason | None:
+        """Why a missing event leaves at once, or None: it waits."""
         if not event.lookup_id:
             # An earlier lookup left this one's key empty: no row can ever match.
-            self._miss(Pending(event, since, now), MissReason.MISSING_KEY, now, out)
-            return
-        blob = compact.encode(event, since, now + self.config.timeout_seconds)
-        self._store(blob, event.lookup_id, now, out)
+            return MissReason.MISSING_KEY
+        if self.expired and event.lookup_id in self.expired:
+            return MissReason.ROW_EXPIRED
+        return None
+
+    def _starts(self, event: Event, now: float) -> float:
+        """When a missing event's timeout starts: now, on the processing clock."""
+        return now
 
     def _store(self, blob: bytes, lookup_id: str, now: float, out: list[Output]) -> None:
         """Keep an encoded waiting event, within the bounds; `operators.parking` overrides it."""
@@ -352,8 +394,45 @@ class ShardEnricher:
         self._drop_oldest_of(waiting.event.lookup_id)
         self._miss(waiting, MissReason.OVERFLOW, now, out)
 
+    def _refresh(self, update: RefUpdate, when: float) -> None:
+        """Note a reference record's time for the row TTL (`when` if it has none)."""
+        key = update.lookup_id
+        self.expired.discard(key)
+        self.refreshed.pop(key, None)
+        if update.row is not None:
+            self.refreshed[key] = when if update.at is None else update.at
+
+    def drop_unrefreshed(self, clock: float) -> None:
+        """Drop the rows not refreshed within the TTL before `clock` (on the timeout's clock).
+
+        Refresh order is arrival order, so the sweep stops at the first key still fresh.
+        """
+        ttl = self.config.row_ttl_seconds
+        refreshed = self.refreshed
+        while refreshed:
+            key = next(iter(refreshed))
+            if refreshed[key] + ttl > clock:  # type: ignore[operator]
+                return
+            del refreshed[key]
+            self._forget_row(key)
+            self.expired.add(key)
+            self.tally.ttl_dropped += 1
+            self.tally.rows_delta -= 1
+
+    def _forget_row(self, key: str) -> None:
+        del self.rows[key]
+
+    def next_refresh_due(self) -> float | None:
+        """When the oldest row outlives the TTL, if a TTL is set and a row is held."""
+        ttl = self.config.row_ttl_seconds
+        if ttl is None or not self.refreshed:
+            return None
+        return self.refreshed[next(iter(self.refreshed))] + ttl
+
     def _apply(self, update: RefUpdate, now: float, out: list[Output]) -> None:
         key = update.lookup_id
+        if self.config.row_ttl_seconds is not None:
+            self._refresh(update, self._record_clock(now))
         current = self.rows.get(key)
         if update.row is None:
             if current is None:
@@ -377,10 +456,24 @@ class ShardEnricher:
         if current is None:
             self.tally.rows_delta += 1
         if not update.replay and self._has_waiting(key):
-            self._release(key, row, now, out)
+            self._release(key, row, now, out, update.at)
 
-    def _release(self, key: str, row: tuple[Any, ...], now: float, out: list[Output]) -> None:
-        """The row of events that missed has arrived: they go out late-enriched."""
+    def _record_clock(self, now: float) -> float:
+        """The time of a reference record without one: now, on the processing clock."""
+        return now
+
+    def _release(
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        now: float,
+        out: list[Output],
+        at: float | None = None,
+    ) -> None:
+        """The row of events that missed has arrived: they go out late-enriched.
+
+        `at` is the row's record time, which only the event clock reads (`operators.parking`).
+        """
         queue = self.pending.pop(key)
         self._live_head = None
         for blob in queue:

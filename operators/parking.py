@@ -25,11 +25,18 @@ The rules stay those of `ShardEnricher`, which both classes extend:
 - A late event leaves from its segment, a hit from the join, so copies of one
   event id may reach the sink in either order: the sink keeps the copy that
   arrived last (`Event.seq`, `operators.arrival`).
+- On the event clock (`operators.event_clock`) segments are seconds of event
+  time, and the join, which alone hears the watermark, tells a segment when
+  its events timed out (`Expire`). A row releases a waiting event only if
+  the row's record time is within the event's deadline: otherwise the event
+  had timed out by then in event time, and leaves as `timeout`, however fast
+  the watermark came, so the outcome is a function of the input.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -42,11 +49,14 @@ from operators.enrichment import (
     Output,
     Pending,
     ShardEnricher,
+    decoded,
     encoded,
     restore,
 )
+from operators.event_clock import Watermark, restored
+from operators.history import row_at
 from operators.lookup_steps import segment_key
-from operators.records import MissReason
+from operators.records import Event, Joined, MissReason, PartitionTime, Status
 
 SEGMENT_SECONDS = 1.0
 """One segment per shard per second of misses: about one epoch, so a segment is
@@ -60,10 +70,23 @@ class Park(NamedTuple):
 
 
 class Release(NamedTuple):
-    """The row of `lookup_id` arrived: its events in the segment leave late-enriched."""
+    """The row of `lookup_id` arrived: its events in the segment leave late-enriched.
+
+    `at` is the row's record time, for the event clock's rule; `history` the key's
+    versions for an as-of lookup (`operators.as_of`), where only the events some
+    version is valid for leave.
+    """
 
     lookup_id: str
-    row: tuple[Any, ...]
+    row: tuple[Any, ...] | None
+    at: float | None = None
+    history: tuple[tuple[float, ...], tuple[Any, ...]] | None = None
+
+
+class Expire(NamedTuple):
+    """Event clock: the watermark passed every deadline of the segment; its events time out."""
+
+    until: float
 
 
 class Evict(NamedTuple):
@@ -72,7 +95,7 @@ class Evict(NamedTuple):
     lookup_id: str | None
 
 
-Message = Park | Release | Evict
+Message = Park | Release | Evict | Expire
 
 
 class ToSegment(NamedTuple):
@@ -88,10 +111,11 @@ class Parcels(NamedTuple):
     messages: list[ToSegment]
 
 
-JoinState = tuple[list[bytes], dict[str, dict[int, int]], dict[int, list[int]], int]
-"""Held events, the book (lookup id to segment to count), segment counts and bytes, and
-the shard count the events were routed with (`EnrichConfig.shards`; a snapshot of an
-earlier version has three parts)."""
+JoinState = tuple[list[bytes], dict[str, dict[int, int]], dict[int, list[int]], int, dict[str, Any]]
+"""Held events, the book (lookup id to segment to count), segment counts and bytes, the
+shard count the events were routed with (`EnrichConfig.shards`), and what the event
+clock and as-of lookups add (`watermark`, `times`), plain values only; a snapshot of
+an earlier version has three or four parts."""
 
 
 class ParkingJoin(ShardEnricher):
@@ -109,7 +133,18 @@ class ParkingJoin(ShardEnricher):
             held, book, segments = [], {}, {}
             for blob in encoded(resume or ()):
                 (held if compact.deadline(blob) == HELD else earlier).append(blob)
+        extra: dict[str, Any] = resume[4] if isinstance(resume, tuple) and len(resume) > 4 else {}
         super().__init__(config, held)
+        self.watermark: Watermark | None = None
+        if config.clock == "event":
+            self.watermark = Watermark(
+                config.lateness_seconds,
+                config.idle_seconds,
+                _now(),
+                restored(extra.get("watermark")),
+            )
+        self._extra = extra
+        self._now = -math.inf
         self.book: dict[str, dict[int, int]] = book
         self.segments: dict[int, list[int]] = segments
         """Segment to [events, bytes] still counted, oldest first."""
@@ -127,9 +162,48 @@ class ParkingJoin(ShardEnricher):
         return parcels
 
     def process(self, items: Iterable[Item], now: float) -> list[Output]:
+        self._now = now
         if self._unparked:
-            return self._park_resumed() + super().process(items, now)
-        return super().process(items, now)
+            out = self._park_resumed()
+            out += super().process(items, now)
+        else:
+            out = super().process(items, now)
+        if self.watermark is not None and self.ready:
+            self._on_time(self.watermark.current(now), now, out)
+        return out
+
+    def _marker(self, item: Item, now: float, out: list[Output]) -> None:
+        if self.watermark is not None and type(item) is PartitionTime:
+            self.watermark.observe(item, now)
+
+    def _starts(self, event: Event, now: float) -> float:
+        """On the event clock, a timeout starts at the event's time (or the newest seen)."""
+        if self.watermark is None:
+            return now
+        if event.event_time is not None:
+            return event.event_time
+        newest = self.watermark.newest()
+        return now if newest is None else newest
+
+    def _record_clock(self, now: float) -> float:
+        return self._starts(_TIMELESS, now)
+
+    def _on_time(self, clock: float, now: float, out: list[Output]) -> None:
+        """Time on the lookup's clock reached `clock`: segments past it time out, and
+        rows past their TTL are dropped."""
+        while self.segments:
+            oldest = self._oldest_segment()
+            if self._last_deadline(oldest) > clock:
+                break
+            if self.watermark is not None:
+                self.parcels.append(ToSegment(oldest, Expire(clock)))
+            self._drop_segment(oldest)
+        if self.config.row_ttl_seconds is not None:
+            self.drop_unrefreshed(clock)
+
+    def _oldest_segment(self) -> int:
+        """Processing-clock segments open in time order; event-time ones in any."""
+        return min(self.segments) if self.watermark is not None else next(iter(self.segments))
 
     def _park_resumed(self) -> list[Output]:
         """Park the waiting events of an earlier version's snapshot, each in the segment
@@ -143,7 +217,8 @@ class ParkingJoin(ShardEnricher):
         return out
 
     def _store(self, blob: bytes, lookup_id: str, now: float, out: list[Output]) -> None:
-        self._park(blob, lookup_id, int(now // SEGMENT_SECONDS), out)
+        started = compact.deadline(blob) - self.config.timeout_seconds
+        self._park(blob, lookup_id, int(started // SEGMENT_SECONDS), out)
         self._bound_shard(now, out)
 
     def _park(self, blob: bytes, lookup_id: str, segment: int, out: list[Output]) -> None:
@@ -172,7 +247,7 @@ class ParkingJoin(ShardEnricher):
         if not self.segments:
             super()._evict_oldest(now, out)
             return
-        oldest = next(iter(self.segments))
+        oldest = self._oldest_segment()
         self.parcels.append(ToSegment(oldest, Evict(None)))
         self._drop_segment(oldest)
 
@@ -182,9 +257,17 @@ class ParkingJoin(ShardEnricher):
     def _waiting_keys(self) -> list[str]:
         return list(self.book)
 
-    def _release(self, key: str, row: tuple[Any, ...], now: float, out: list[Output]) -> None:
+    def _release(
+        self,
+        key: str,
+        row: tuple[Any, ...],
+        now: float,
+        out: list[Output],
+        at: float | None = None,
+    ) -> None:
+        at = at if self.watermark is not None else None
         for segment, count in self.book[key].copy().items():
-            self.parcels.append(ToSegment(segment, Release(key, row)))
+            self.parcels.append(ToSegment(segment, Release(key, row, at)))
             self._forget(key, segment, count)
 
     def _forget(self, lookup_id: str, segment: int, count: int) -> None:
@@ -220,24 +303,38 @@ class ParkingJoin(ShardEnricher):
         return (segment + 1) * SEGMENT_SECONDS + self.config.timeout_seconds
 
     def expire(self, now: float) -> list[Output]:
-        """Forget the segments whose every event is past its deadline: they timed out there."""
+        """Forget the segments whose every event is past its deadline: they timed out there
+        (on the event clock, the join tells them so); drop rows past their TTL."""
+        self._now = now
         out = self._park_resumed()
-        while self.segments and self._last_deadline(next(iter(self.segments))) <= now:
-            self._drop_segment(next(iter(self.segments)))
+        if self.ready:
+            clock = now if self.watermark is None else self.watermark.current(now)
+            self._on_time(clock, now, out)
         return out
 
     def next_deadline(self) -> float | None:
         if self._unparked:
             return 0.0  # at once: events resumed from an earlier version wait to be parked
-        if not self.ready or not self.segments:
+        if not self.ready:
             return None
-        return self._last_deadline(next(iter(self.segments)))
+        if self.watermark is not None:
+            if not self.segments and not self.refreshed:
+                return None
+            return self.watermark.next_change(self._now)
+        due = self.next_refresh_due()
+        if not self.segments:
+            return due
+        deadline = self._last_deadline(next(iter(self.segments)))
+        return deadline if due is None else min(deadline, due)
 
     def flush(self, now: float) -> list[Output]:
-        """End of input: held events are looked up; segments flush their own events."""
+        """End of input: held events are looked up; on the event clock the segments the
+        final watermark passed time out; the rest flush their own events."""
         out = self._park_resumed()
         if not self.ready:
             self._become_ready(now, out)
+        if self.watermark is not None:
+            self._on_time(self.watermark.final(), now, out)
         self.tally.pending_delta -= self.pending_count
         self.book.clear()
         self.segments.clear()
@@ -245,7 +342,13 @@ class ParkingJoin(ShardEnricher):
         return out
 
     def snapshot(self) -> JoinState:  # type: ignore[override]
-        return list(self.held), self.book, self.segments, self.config.shards
+        extra = self._extra_state()
+        return list(self.held), self.book, self.segments, self.config.shards, extra
+
+    def _extra_state(self) -> dict[str, Any]:
+        if self.watermark is None:
+            return {}
+        return {"watermark": self.watermark.state()}
 
 
 class Segment(ShardEnricher):
@@ -272,13 +375,69 @@ class Segment(ShardEnricher):
                 self._store(blob, compact.lookup_id(blob), now, out)
             elif type(message) is Release:
                 if message.lookup_id in self.pending:
-                    self._release(message.lookup_id, message.row, now, out)
+                    self._release_some(message, now, out)
             elif type(message) is Evict:
                 if message.lookup_id is None:
                     self._evict_all(now, out)
                 elif message.lookup_id in self.pending:
                     self._evict(self.pending[message.lookup_id][0], now, out)
+            elif type(message) is Expire:
+                self._expire_until(message.until, now, out)
         return out
+
+    def _release_some(self, message: Release, now: float, out: list[Output]) -> None:
+        """Release the key's events the message's row (or history) is valid for; on the
+        event clock, those whose deadline passed before the row's record time time out."""
+        key, row, at, history = message
+        if at is None and history is None:
+            self._release(key, row, now, out)  # type: ignore[arg-type]
+            return
+        staying: list[bytes] = []
+        queue = self.pending.pop(key)
+        self._live_head = None
+        for blob in queue:
+            waiting = decoded(blob)
+            found = row if history is None else row_at(*history, waiting.event.event_time)
+            if found is None:
+                staying.append(blob)
+                continue
+            self.pending_bytes -= compact.size(blob)
+            self.pending_count -= 1
+            if at is not None and waiting.deadline < at:
+                self._miss(waiting, MissReason.TIMEOUT, now, out)
+                continue
+            waited_ms = (now - waiting.arrived) * 1000.0
+            out.append(
+                Joined(waiting.event, found, found[-1], Status.LATE_ENRICHED, None, waited_ms)
+            )
+            self.tally.late_waits_ms.append(waited_ms)
+            self.tally.late += 1
+        if staying:
+            self.pending[key] = staying
+
+    def _expire_until(self, until: float, now: float, out: list[Output]) -> None:
+        """The join saw the watermark pass `until`: every event due by then times out."""
+        due: list[bytes] = []
+        for key, queue in list(self.pending.items()):
+            staying = [blob for blob in queue if compact.deadline(blob) > until]
+            if len(staying) == len(queue):
+                continue
+            due.extend(blob for blob in queue if compact.deadline(blob) <= until)
+            if staying:
+                self.pending[key] = staying
+            else:
+                del self.pending[key]
+        self._live_head = None
+        for blob in sorted(due, key=compact.arrived):
+            self.pending_count -= 1
+            self.pending_bytes -= compact.size(blob)
+            self._miss(decoded(blob), MissReason.TIMEOUT, now, out)
+
+    def next_deadline(self) -> float | None:
+        """On the event clock only the join knows the time: it sends `Expire`."""
+        if self.config.clock == "event":
+            return None
+        return super().next_deadline()
 
     def _evict_all(self, now: float, out: list[Output]) -> None:
         for blob in sorted(self.snapshot(), key=compact.arrived):
@@ -291,6 +450,15 @@ class Segment(ShardEnricher):
     @property
     def empty(self) -> bool:
         return self.pending_count == 0
+
+
+_TIMELESS = Event("", "", None, {}, "")
+"""An event without a time, to ask `_starts` for the clock's present."""
+
+
+def _now() -> float:
+    """The system clock, for the watermark's idle rule; a function so tests can swap it."""
+    return time.time()
 
 
 def by_segment(shard: str, parcels: Iterable[ToSegment]) -> list[tuple[str, list[Message]]]:

@@ -13,6 +13,9 @@ from typing import Any, Literal, NamedTuple
 FieldType = Literal["str", "int", "float", "bool"]
 """The types a declared event field or reference column may have."""
 
+ValidFrom = Literal["version", "field", "record_time"]
+"""Where an as-of lookup reads a row's validity time: its version, a field, the record's time."""
+
 Version = int | float
 """A reference row version: a number, or a timestamp as epoch seconds."""
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from zlib import crc32
 
-from operators.records import CaughtUp, DeadLetter, Event, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, PartitionTime, RefUpdate
 from operators.sink_rows import EVENT_ID, SinkRow
 
 
@@ -24,15 +24,15 @@ def names(count: int) -> list[str]:
 def by_shard(
     items: Iterable[Event | RefUpdate],
     shard_names: Sequence[str],
-    broadcast: Sequence[CaughtUp] = (),
-) -> list[tuple[str, list[Event | RefUpdate | CaughtUp]]]:
+    broadcast: Sequence[CaughtUp | PartitionTime] = (),
+) -> list[tuple[str, list[Event | RefUpdate | CaughtUp | PartitionTime]]]:
     """Group records by shard of their lookup id, keeping arrival order.
 
     `broadcast` markers concern every shard, so each group ends with them,
     after the records they followed.
     """
     count = len(shard_names)
-    groups: dict[str, list[Event | RefUpdate | CaughtUp]] = {}
+    groups: dict[str, list[Event | RefUpdate | CaughtUp | PartitionTime]] = {}
     get = groups.get
     for item in items:
         shard = shard_names[crc32(item.lookup_id.encode()) % count]

@@ -8,6 +8,7 @@ handed in, so the functions stay pure and are tested without Bytewax.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -17,7 +18,15 @@ from operators.arrival import ArrivalNumbers
 from operators.chain import Stage, advance, finish
 from operators.decode import DecodedBatch, Decoder, decode_batch
 from operators.parking import Message, Parcels, by_segment
-from operators.records import CaughtUp, DeadLetter, Event, Joined, RawRecord, RefUpdate
+from operators.records import (
+    CaughtUp,
+    DeadLetter,
+    Event,
+    Joined,
+    PartitionTime,
+    RawRecord,
+    RefUpdate,
+)
 from operators.sink_rows import RowShape, SinkRow
 
 Routed = tuple[str, list[Any]]
@@ -66,19 +75,42 @@ class DecodeAndRoute:
     shard_names: Sequence[str]
     on_decoded: Callable[[DecodedBatch, int], None] = lambda decoded, size: None
     numbers: ArrivalNumbers | None = None
+    clocked: frozenset[str] = frozenset()
+    """The lookups whose timeouts run on event time: every shard of each hears, after
+    the batch's records, each event partition's largest event time (`PartitionTime`)."""
+    event_partitions: int = 0
+    """How many event partitions there are, 0 when unknown (`operators.event_clock`)."""
 
     def __call__(self, batch: list[RawRecord | CaughtUp]) -> list[tuple[str, Routed] | DeadLetter]:
         first = 0 if self.numbers is None else self.numbers.take(len(batch))
         decoded = decode_batch(self.decoder, self.lookups[0], batch, first)
         self.on_decoded(decoded, len(batch))
+        times = self._partition_times(decoded) if self.clocked else []
         routed: list[tuple[str, Routed] | DeadLetter] = []
         for name in self.lookups:
             items = decoded.good.get(name, ())
-            markers = [mark for mark in decoded.caught_up if mark.lookup == name]
+            markers: list[CaughtUp | PartitionTime] = [
+                mark for mark in decoded.caught_up if mark.lookup == name
+            ]
+            if name in self.clocked:
+                markers.extend(times)
             if items or markers:
                 groups = routing.by_shard(items, self.shard_names, markers)
                 routed.extend((name, group) for group in groups)
         return [*routed, *decoded.bad]
+
+    def _partition_times(self, decoded: DecodedBatch) -> list[PartitionTime]:
+        """Each event partition's largest event time in the batch; the partition is the
+        events' origin without its offset."""
+        highs: dict[str, float] = {}
+        for item in decoded.good.get(self.lookups[0], ()):
+            if type(item) is Event and item.event_time is not None:
+                origin = item.origin
+                partition = origin[: origin.rfind("/")]
+                if item.event_time > highs.get(partition, -math.inf):
+                    highs[partition] = item.event_time
+        count = self.event_partitions
+        return [PartitionTime(partition, high, count) for partition, high in highs.items()]
 
 
 @dataclass(frozen=True)

@@ -202,10 +202,11 @@ def _is_encoded_list(state: object) -> bool:
 
 def _is_join_state(state: object) -> bool:
     """A parking join's state: its held events, its book, its segments' totals and (since
-    it was recorded) the shard count (`operators.parking.JoinState`)."""
+    they were recorded) the shard count and the event clock's and as-of lookups' parts
+    (`operators.parking.JoinState`)."""
     return (
         isinstance(state, tuple)
-        and len(state) in (3, 4)
+        and len(state) in (3, 4, 5)
         and isinstance(state[0], list)
         and all(type(item) is bytes for item in state[0])
         and isinstance(state[1], dict)

@@ -114,6 +114,10 @@ _QUOTE_WITHOUT_ID = b'{"security_id": "%s", "price": %.2f, "size": %d, "ts": %.3
 _EPOCH = 1_700_000_000.0
 _QUOTE_SPACING = 0.001
 """Seconds of event time between consecutive quotes."""
+FIRST_VALID = _EPOCH - 86_400.0
+"""From when the first version of every security row is valid: a day before the quotes."""
+BEFORE_QUOTES = _EPOCH - 1.0
+"""The record time of the rows published before the first quote."""
 _LATE_GAP = (200, 4_000)
 _DUPLICATE_GAP = (10, 2_000)
 _OVERSIZED_COUNT = 3
@@ -123,8 +127,18 @@ _EVENTS_PER_NEVER_EXISTING = 5
 _PACE_TICK = 0.05
 """Seconds of events a paced batch holds: short enough that pacing looks smooth."""
 _MICS = tuple(EXCHANGES)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 _EXCHANGE_RECORDS: tuple[Planned, ...] = tuple(
-    (Kind.REFERENCE, mic.encode(), json.dumps({**exchange._asdict(), "version": 1}).encode())
+    (
+        Kind.REFERENCE,
+        mic.encode(),
+        json.dumps({**exchange._asdict(), "version": 1, "valid_from": _iso(FIRST_VALID)}).encode(),
+    )
     for mic, exchange in EXCHANGES.items()
 )
 
@@ -176,6 +190,12 @@ class DemoTruth:
     republished_ids: frozenset[str]
     never_existing_ids: frozenset[str]
     duplicate_event_ids: frozenset[str]
+    history_id: str | None = None
+    """The security whose sector changes at `history_change_time`; its second version
+    is published before any quote, so only an as-of lookup keeps the first sector for
+    the quotes before the change."""
+    history_change_time: float = 0.0
+    history_sectors: tuple[str, str] = ("", "")
 
     @property
     def malformed(self) -> int:
@@ -188,6 +208,9 @@ class DemoPlan:
 
     partitions: tuple[tuple[Planned, ...], ...]
     truth: DemoTruth
+    times: tuple[tuple[float, ...], ...] = ()
+    """Each record's time, as a Kafka record's timestamp: a quote's own time; a row's,
+    the time of the quote it precedes (or `BEFORE_QUOTES`)."""
 
 
 def security_id(index: int) -> str:
@@ -241,7 +264,12 @@ def _name(rng: random.Random) -> str:
     return f"{rng.choice(_NAME_HEADS)} {rng.choice(_NAME_TAILS)} {rng.choice(_NAME_FORMS)}"
 
 
-def _row_json(row: Row, version: int | str) -> bytes:
+def slot_time(slot: int) -> float:
+    """The event time of the quote in event slot `slot`."""
+    return _EPOCH + slot * _QUOTE_SPACING
+
+
+def _row_json(row: Row, version: int | str, valid_from: float = FIRST_VALID) -> bytes:
     cusip, name, sector, exchange = row
     return json.dumps(
         {
@@ -250,6 +278,7 @@ def _row_json(row: Row, version: int | str) -> bytes:
             "sector": sector,
             "exchange_id": exchange,
             "version": version,
+            "valid_from": _iso(valid_from),
         }
     ).encode()
 
@@ -317,7 +346,7 @@ class _Planner:
         for slot, owner in enumerate(slots.owners):
             if owner < r and slot not in slots.malformed:
                 slots_of[owner].append(slot)
-        late, deleted, updated, bad_rows = self._choose_securities(slots_of)
+        late, deleted, updated, bad_rows, changed = self._choose_securities(slots_of)
 
         late_at = {s: min(n, slots_of[s][0] + rng.randint(*_LATE_GAP)) for s in late}
         for s, at in late_at.items():
@@ -325,25 +354,33 @@ class _Planner:
         stale = self._plan_updates(updated)
         republished, events_after_delete = self._plan_deletes(deleted, slots_of)
         malformed_rows = self._plan_bad_rows(bad_rows)
+        history = self._plan_history(changed, slots_of)
         events = self._event_records(slots)
         for slot in slots.duplicated:
             at = min(n, slot + rng.randint(*_DUPLICATE_GAP))
             self.inserts.setdefault(at, []).append(events[slot])
 
         streams: list[list[Planned]] = [[] for _ in range(cfg.partitions)]
+        times: list[list[float]] = [[] for _ in range(cfg.partitions)]
         late_set = set(late)
         for s, row in enumerate(rows):
             if s not in late_set:
                 streams[self.parts[s]].append((Kind.REFERENCE, self.keys[s], _row_json(row, 1)))
+                times[self.parts[s]].append(BEFORE_QUOTES)
         appenders = [stream.append for stream in streams]
+        timers = [stream.append for stream in times]
         inserts = self.inserts
         for slot, (part, record) in enumerate(events):
+            when = _EPOCH + slot * _QUOTE_SPACING
             if slot in inserts:
                 for inserted_part, inserted in inserts[slot]:
                     appenders[inserted_part](inserted)
+                    timers[inserted_part](when)
             appenders[part](record)
+            timers[part](when)
         for inserted_part, inserted in inserts.get(n, ()):
             appenders[inserted_part](inserted)
+            timers[inserted_part](slot_time(n))
 
         records = sum(len(stream) for stream in streams)
         event_records = n + len(slots.duplicated)
@@ -368,8 +405,15 @@ class _Planner:
             republished_ids=frozenset(ids[s] for s in republished),
             never_existing_ids=frozenset(ids[r:]),
             duplicate_event_ids=frozenset(f"Q{slot + 1:07d}" for slot in slots.duplicated),
+            history_id=history[0],
+            history_change_time=history[1],
+            history_sectors=history[2],
         )
-        return DemoPlan(tuple(tuple(stream) for stream in streams), truth)
+        return DemoPlan(
+            tuple(tuple(stream) for stream in streams),
+            truth,
+            tuple(tuple(stream) for stream in times),
+        )
 
     def _slots(self) -> _Slots:
         """Owners of the event slots and which slots carry an injected fault.
@@ -403,8 +447,8 @@ class _Planner:
 
     def _choose_securities(
         self, slots_of: Sequence[list[int]]
-    ) -> tuple[list[int], list[int], list[int], list[int]]:
-        """Disjoint late, deleted, updated and malformed-row securities.
+    ) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+        """Disjoint late, deleted, updated, malformed-row and changing-sector securities.
 
         A late row needs an event to be late for, and a delete needs events on
         both sides, so securities without enough events are passed over.
@@ -419,12 +463,28 @@ class _Planner:
             (max(1, round(r * 0.01)), 2),
             (round(r * 0.05), 0),
             (_MALFORMED_REFERENCE_COUNT, 0),
+            (1, 2),
         ):
             group = [s for s in order if s not in taken and len(slots_of[s]) >= min_events]
             chosen.append(group[:count])
             taken.update(group[:count])
-        late, deleted, updated, bad_rows = chosen
-        return late, deleted, updated, bad_rows
+        late, deleted, updated, bad_rows, changed = chosen
+        return late, deleted, updated, bad_rows, changed
+
+    def _plan_history(
+        self, changed: Sequence[int], slots_of: Sequence[list[int]]
+    ) -> tuple[str | None, float, tuple[str, str]]:
+        """A sector change at the time of the middle quote of the security, published
+        before its first quote: version 2, valid from that time."""
+        if not changed:
+            return None, 0.0, ("", "")
+        (s,) = changed
+        slots = slots_of[s]
+        at = slot_time(slots[len(slots) // 2])
+        cusip, name, sector, exchange = self.rows[s]
+        new_sector = SECTORS[(SECTORS.index(sector) + 1) % len(SECTORS)]
+        self.insert(0, s, _row_json((cusip, name, new_sector, exchange), 2, at), Kind.REFERENCE)
+        return self.ids[s], at, (sector, new_sector)
 
     def _plan_updates(self, updated: Sequence[int]) -> set[int]:
         """Version 2 of each updated row; a few get version 1 again afterwards."""
@@ -437,7 +497,9 @@ class _Planner:
             else:
                 sector = rng.choice([other for other in SECTORS if other != sector])
             at = rng.randint(0, n)
-            self.insert(at, s, _row_json((cusip, name, sector, exchange), 2), Kind.REFERENCE)
+            self.insert(
+                at, s, _row_json((cusip, name, sector, exchange), 2, slot_time(at)), Kind.REFERENCE
+            )
             if s in stale:
                 self.insert(rng.randint(at, n), s, _row_json(rows[s], 1), Kind.REFERENCE)
         return stale
@@ -460,7 +522,7 @@ class _Planner:
             back_at = n + 1
             if s in republished:
                 back_at = rng.randint(slots[j] + 1, n)
-                self.insert(back_at, s, _row_json(rows[s], 2), Kind.REFERENCE)
+                self.insert(back_at, s, _row_json(rows[s], 2, slot_time(back_at)), Kind.REFERENCE)
             orphaned += sum(1 for slot in slots[j:] if slot < back_at)
         return republished, orphaned
 
@@ -534,8 +596,10 @@ class DemoPartition(StatefulSourcePartition[RawRecord | CaughtUp, int]):
         rate: float,
         lookup: str,
         caught_up: CaughtUp | None = None,
+        times: Sequence[float] = (),
     ) -> None:
         self._records = records
+        self._times = times
         self._name = name
         self._lookup = lookup
         self._caught_up = caught_up
@@ -551,7 +615,9 @@ class DemoPartition(StatefulSourcePartition[RawRecord | CaughtUp, int]):
     def _raw(self, index: int, replay: bool = False) -> RawRecord:
         kind, key, value = self._records[index]
         lookup = self._lookup if kind is Kind.REFERENCE else ""
-        return RawRecord(kind, key, value, f"demo/{kind}/{self._name}/{index}", replay, lookup)
+        origin = f"demo/{kind}/{self._name}/{index}"
+        when = self._times[index] if self._times else BEFORE_QUOTES
+        return RawRecord(kind, key, value, origin, replay, lookup, when)
 
     def next_batch(self) -> list[RawRecord | CaughtUp]:
         records = self._records
@@ -628,12 +694,13 @@ class DemoSource(FixedPartitionedSource[RawRecord | CaughtUp, int]):
             return DemoPartition(
                 _EXCHANGE_RECORDS, for_part, start, cfg.batch_size, 0.0, lookup, caught_up
             )
-        records = build_plan(cfg).partitions[int(for_part)]
+        plan = build_plan(cfg)
         return DemoPartition(
-            records,
+            plan.partitions[int(for_part)],
             for_part,
             start,
             cfg.batch_size,
             cfg.rate / cfg.partitions,
             self.tables["securities"],
+            times=plan.times[int(for_part)],
         )

@@ -9,8 +9,9 @@ import pickle
 from typing import Any
 
 from operators import waiting
+from operators.as_of import new_join
 from operators.enrichment import EnrichConfig, Item, Output, Tally
-from operators.parking import ParkingJoin, Segment, by_segment
+from operators.parking import Segment, by_segment
 
 SHARD = "s"
 
@@ -21,7 +22,7 @@ class ParkedShard:
     def __init__(self, config: EnrichConfig, state: Any = None) -> None:
         join_state, segment_states = state or (None, {})
         self.config = config
-        self.join = ParkingJoin(config, join_state)
+        self.join = new_join(config, join_state)
         self.segments = {key: Segment(config, blobs) for key, blobs in segment_states.items()}
         self.tally = Tally()
 

@@ -15,6 +15,7 @@ from bytewax.testing import TestingSink, run_main
 
 from operators.records import CaughtUp, Kind, RawRecord
 from sources.demo import (
+    BEFORE_QUOTES,
     EXCHANGES,
     MALFORMED_EVENT_KINDS,
     MALFORMED_REFERENCE_KINDS,
@@ -252,9 +253,15 @@ def test_exchanges_partition_serves_every_row_then_caught_up() -> None:
         (Kind.REFERENCE, "exchange", False)
     }
     assert {row.key: json.loads(row.value) for row in rows} == {
-        mic.encode(): {"name": exchange.name, "country": exchange.country, "version": 1}
+        mic.encode(): {
+            "name": exchange.name,
+            "country": exchange.country,
+            "version": 1,
+            "valid_from": "2023-11-13T22:13:20+00:00",
+        }
         for mic, exchange in EXCHANGES.items()
     }
+    assert {row.timestamp for row in rows} == {BEFORE_QUOTES}
     assert part.snapshot() == len(EXCHANGES)
     with pytest.raises(StopIteration):
         part.next_batch()

@@ -1,0 +1,195 @@
+"""The as-of join: each event joins the reference version valid at its own time.
+
+Kafka Streams' versioned stores, Flink's temporal join and Quix Streams'
+`join_asof` do the same. Each key keeps a bounded history
+(`operators.history.Versions`); like the latest rows, histories are never
+snapshotted but rebuilt from the reference topic on every start, whose
+`min.compaction.lag.ms` keeps the versions the window needs.
+
+An event whose key has no version valid at its time waits, as in the latest
+mode, until one arrives or its timeout; an event older than the history its
+key still keeps leaves at once as `before_history`, since no version that
+could join it is kept any more. Waiting events sit in segments
+(`operators.parking`); the join also books each one's event time, so that
+when a version arrives it knows how many leave and the segments, given the
+same versions, pick the same ones (`history.row_at`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from operators.enrichment import EnrichConfig, Item, Output
+from operators.history import Versions, row_at
+from operators.parking import JoinState, ParkingJoin, Release, ToSegment
+from operators.records import Event, Joined, MissReason, RefUpdate, Status
+
+_new = tuple.__new__
+Times = dict[str, dict[int, list[float | None]]]
+"""Per lookup id, per segment, the event times of its waiting events in arrival order."""
+
+
+class AsOfJoin(ParkingJoin):
+    """A shard's join in `as_of` mode."""
+
+    def __init__(
+        self, config: EnrichConfig, resume: JoinState | Sequence[Any] | None = None
+    ) -> None:
+        super().__init__(config, resume)
+        self.history: dict[str, Versions] = {}
+        self.times: Times = self._extra.get("times", {})
+        self._parking: float | None = None
+
+    def _lookup_all(self, items: Iterable[Item], now: float, out: list[Output]) -> None:
+        emit = out.append
+        get = self.history.get
+        enriched = Status.ENRICHED
+        hits = 0
+        for item in items:
+            if type(item) is Event:
+                versions = get(item.lookup_id)
+                if versions is not None:
+                    when = item.event_time
+                    if when is None or when >= versions.times[-1]:
+                        row = versions.rows[-1]
+                    else:
+                        row = versions.at(when)
+                    if row is not None:
+                        emit(_new(Joined, (item, row, row[-1], enriched, None, 0.0)))
+                        hits += 1
+                        continue
+                self._wait(item, now, out)
+            elif type(item) is RefUpdate:
+                self._apply(item, now, out)
+            else:
+                self._marker(item, now, out)
+        self.tally.hits += hits
+
+    def _no_wait(self, event: Event) -> MissReason | None:
+        reason = super()._no_wait(event)
+        if reason is not None or event.event_time is None:
+            return reason
+        versions = self.history.get(event.lookup_id)
+        if versions is not None and versions.before_history(event.event_time):
+            self.tally.before_history += 1
+            return MissReason.BEFORE_HISTORY
+        return None
+
+    def _wait(
+        self, event: Event, now: float, out: list[Output], arrived: float | None = None
+    ) -> None:
+        self._parking = event.event_time
+        super()._wait(event, now, out, arrived)
+
+    def _park(self, blob: bytes, lookup_id: str, segment: int, out: list[Output]) -> None:
+        whens = self.times.setdefault(lookup_id, {}).setdefault(segment, [])
+        whens.append(self._parking)
+        super()._park(blob, lookup_id, segment, out)
+
+    def _forget(self, lookup_id: str, segment: int, count: int) -> None:
+        """The oldest `count` events of the key in `segment` left (the key's bound)."""
+        super()._forget(lookup_id, segment, count)
+        self._keep_times(lookup_id, segment, self.times[lookup_id][segment][count:])
+
+    def _drop_segment(self, segment: int) -> None:
+        super()._drop_segment(segment)
+        for lookup_id in [key for key, segments in self.times.items() if segment in segments]:
+            self._keep_times(lookup_id, segment, [])
+
+    def _keep_times(self, lookup_id: str, segment: int, staying: list[float | None]) -> None:
+        """Only `staying` of the key's events in `segment` still wait."""
+        segments = self.times[lookup_id]
+        if staying:
+            segments[segment] = staying
+        else:
+            del segments[segment]
+            if not segments:
+                del self.times[lookup_id]
+
+    def _apply(self, update: RefUpdate, now: float, out: list[Output]) -> None:
+        key = update.lookup_id
+        tally = self.tally
+        if self.config.row_ttl_seconds is not None:
+            self._refresh(update, self._record_clock(now))
+        versions = self.history.get(key)
+        row = None if update.row is None else (*update.row, update.version)
+        valid_from = update.valid_from
+        if valid_from is None:
+            if row is not None:
+                valid_from = -math.inf  # decode gives every row a time; this is defensive
+            elif versions is None:
+                tally.absent_deletes += 1
+                return
+            else:
+                # A tombstone without a time: nothing says since when, so the key is gone.
+                del self.history[key]
+                tally.deleted += 1
+                tally.rows_delta -= 1
+                return
+        if versions is None:
+            if row is None:
+                tally.absent_deletes += 1
+                return
+            versions = self.history[key] = Versions()
+            tally.rows_delta += 1
+        if not versions.put(valid_from, row):
+            tally.stale += 1
+            return
+        if row is None:
+            tally.deleted += 1
+        else:
+            tally.applied += 1
+        tally.versions_dropped += versions.prune(
+            self.config.history_seconds, self.config.history_versions
+        )
+        if versions.empty:
+            del self.history[key]
+            tally.rows_delta -= 1
+            return
+        if row is not None and not update.replay and key in self.times:
+            self._release_versions(key, versions, now, update.at)
+
+    def _forget_row(self, key: str) -> None:
+        del self.history[key]
+
+    def _row_for(self, event: Event) -> tuple[Any, ...] | None:
+        versions = self.history.get(event.lookup_id)
+        if versions is None:
+            return None
+        return versions.at(math.inf if event.event_time is None else event.event_time)
+
+    def _release_current(self, key: str, now: float, out: list[Output]) -> None:
+        versions = self.history.get(key)
+        if versions is not None and key in self.times:
+            self._release_versions(key, versions, now, None)
+
+    def _release_versions(self, key: str, versions: Versions, now: float, at: float | None) -> None:
+        """Send the key's versions to each segment where some waiting event of the key now
+        has a valid one; count those out of the book."""
+        frozen = versions.frozen()
+        at = at if self.watermark is not None else None
+        for segment, whens in list(self.times[key].items()):
+            staying = [when for when in whens if row_at(*frozen, when) is None]
+            leaving = len(whens) - len(staying)
+            if not leaving:
+                continue
+            self.parcels.append(ToSegment(segment, Release(key, None, at, frozen)))
+            ParkingJoin._forget(self, key, segment, leaving)
+            self._keep_times(key, segment, staying)
+
+    def flush(self, now: float) -> list[Output]:
+        out = super().flush(now)
+        self.times.clear()
+        return out
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {**super()._extra_state(), "times": self.times}
+
+
+def new_join(config: EnrichConfig, resume: JoinState | Sequence[Any] | None = None) -> ParkingJoin:
+    """The join a lookup's mode asks for."""
+    if config.mode == "as_of":
+        return AsOfJoin(config, resume)
+    return ParkingJoin(config, resume)
