@@ -21,7 +21,7 @@ from operators.arrival import ArrivalNumbers
 from operators.chain import Stage
 from operators.decode import Decoder
 from operators.enrich_step import join_builder, segment_builder
-from operators.enrichment import Clock, EnrichConfig
+from operators.enrichment import EnrichConfig
 from operators.filters import all_of
 from operators.lookup_steps import join_step, park_step
 from operators.records import DeadLetter
@@ -72,7 +72,7 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
         ),
         wait_for_reference=waits_for_reference(settings, lookup),
         shards=settings.shards,
-        clock=clock_of(settings, lookup),
+        clock=settings.clock_of(lookup),
         lateness_seconds=settings.event_time_lateness_seconds,
         idle_seconds=settings.event_time_idle_seconds,
         mode=lookup.mode,
@@ -80,10 +80,6 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
         history_versions=lookup.history_versions,
         row_ttl_seconds=lookup.row_ttl_seconds,
     )
-
-
-def clock_of(settings: Settings, lookup: Lookup) -> Clock:
-    return lookup.timeout_clock or settings.timeout_clock
 
 
 def event_partitions(settings: Settings) -> int:
@@ -289,7 +285,7 @@ def build_flow(
         record_decoded,
         ArrivalNumbers(time.time_ns),
         clocked=frozenset(
-            lookup.name for lookup in settings.lookups if clock_of(settings, lookup) == "event"
+            lookup.name for lookup in settings.lookups if settings.clock_of(lookup) == "event"
         ),
         event_partitions=event_partitions(settings),
     )

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from config.base import EnrichSettings, SettingsError, check_topic
 from config.base import load_settings as load_any
 from config.connections import KafkaConnection, LoggingSettings, OracleConnection
-from config.lookups import Clock, JoinType, LookupSettings, MissPolicy, check_columns
+from config.lookups import Clock, JoinType, Lookup, LookupSettings, MissPolicy, check_columns
 from operators.filters import Condition, check_fields
 from operators.identifiers import check_identifier
 from operators.records import FieldType
@@ -51,7 +51,10 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
     join_type: JoinType = "left"
     miss_policy: MissPolicy = "defaults"
     miss_timeout_seconds: float = Field(5.0, gt=0)
-    timeout_clock: Clock = "processing"
+    timeout_clock: Clock | None = None
+    """Unset: `event` for the demo, whose output is then a function of its plan
+    however a run is interrupted; `processing` for Kafka, where a live stream
+    wants a miss to wait a bounded time on the wall clock."""
     event_time_lateness_seconds: float = Field(0.0, ge=0)
     event_time_idle_seconds: float = Field(30.0, gt=0)
     max_pending_per_key: int = Field(1_000, gt=0)
@@ -206,6 +209,14 @@ class Settings(KafkaConnection, OracleConnection, LoggingSettings, LookupSetting
                 'them, so one lookup needs "demo_table": "securities" (without a file); '
                 "to enrich from files only, use ENRICH_SOURCE=kafka for the events"
             )
+
+    def clock_of(self, lookup: Lookup) -> Clock:
+        """What the miss timeout of `lookup` runs on (`timeout_clock`)."""
+        if lookup.timeout_clock is not None:
+            return lookup.timeout_clock
+        if self.timeout_clock is not None:
+            return self.timeout_clock
+        return "event" if self.source == "demo" else "processing"
 
     @property
     def lookup_field(self) -> str:

@@ -73,7 +73,6 @@ class AsOfJoin(ParkingJoin):
             return reason
         versions = self.history.get(event.lookup_id)
         if versions is not None and versions.before_history(event.event_time):
-            self.tally.before_history += 1
             return MissReason.BEFORE_HISTORY
         return None
 
@@ -128,26 +127,23 @@ class AsOfJoin(ParkingJoin):
                 tally.deleted += 1
                 tally.rows_delta -= 1
                 return
+        known = versions is not None
         if versions is None:
-            if row is None:
-                tally.absent_deletes += 1
-                return
+            # A tombstone is kept too: an older version may still arrive after it.
             versions = self.history[key] = Versions()
             tally.rows_delta += 1
         if not versions.put(valid_from, row):
             tally.stale += 1
             return
-        if row is None:
+        if row is not None:
+            tally.applied += 1
+        elif known:
             tally.deleted += 1
         else:
-            tally.applied += 1
+            tally.absent_deletes += 1
         tally.versions_dropped += versions.prune(
             self.config.history_seconds, self.config.history_versions
         )
-        if versions.empty:
-            del self.history[key]
-            tally.rows_delta -= 1
-            return
         if row is not None and not update.replay and key in self.times:
             self._release_versions(key, versions, now, update.at)
 

@@ -116,7 +116,6 @@ class Tally:
     pending_delta: int = 0
     rows_delta: int = 0
     ttl_dropped: int = 0
-    before_history: int = 0
     versions_dropped: int = 0
     missed_out: dict[MissReason, int] = field(default_factory=dict)
     late_waits_ms: list[float] = field(default_factory=list)

@@ -31,20 +31,25 @@ State = tuple[dict[str, float], float]
 class Watermark:
     """One shard's view of the event partitions' progress."""
 
-    def __init__(
-        self, lateness: float, idle: float, started: float, resume: State | None = None
-    ) -> None:
+    def __init__(self, lateness: float, idle: float, resume: State | None = None) -> None:
         highs, low = resume if resume is not None else ({}, -math.inf)
         self.highs: dict[str, float] = dict(highs)
         self.low = low
         self.partitions = 0
         self._lateness = lateness
         self._idle = idle
-        self._started = started
-        # A restart counts as news from every partition known: none is idle at once.
-        self._seen = dict.fromkeys(self.highs, started)
+        self._started = math.nan
+        self._seen: dict[str, float] = {}
+
+    def _start(self, now: float) -> None:
+        """The first call's time is the start; a restart counts as news from every
+        partition known, so none is idle at once."""
+        self._started = now
+        self._seen = dict.fromkeys(self.highs, now)
 
     def observe(self, mark: PartitionTime, now: float) -> None:
+        if self._started != self._started:  # NaN: not started
+            self._start(now)
         high = self.highs.get(mark.partition, -math.inf)
         if mark.high > high:
             self.highs[mark.partition] = mark.high
@@ -54,6 +59,8 @@ class Watermark:
 
     def current(self, now: float) -> float:
         """The watermark at `now` (system clock), by the idle rule; never lower than before."""
+        if self._started != self._started:
+            self._start(now)
         idle, highs, seen = self._idle, self.highs, self._seen
         starting = now - self._started < idle
         if starting and (len(highs) < self.partitions or not self.partitions):
@@ -82,6 +89,8 @@ class Watermark:
 
     def next_change(self, now: float) -> float:
         """When (system clock) the idle rule may move the watermark without news."""
+        if self._started != self._started:
+            self._start(now)
         idle, seen = self._idle, self._seen
         times = [at + idle for at in seen.values() if at + idle > now]
         if now - self._started < idle:

@@ -87,11 +87,6 @@ class Versions:
             self.start = times[0]
         return drop
 
-    @property
-    def empty(self) -> bool:
-        """Nothing a future event can join: only tombstones, and nothing dropped before."""
-        return self.start == NOT_KEPT and all(row is None for row in self.rows)
-
     def __len__(self) -> int:
         return len(self.times)
 

@@ -36,7 +36,6 @@ The rules stay those of `ShardEnricher`, which both classes extend:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
@@ -138,10 +137,7 @@ class ParkingJoin(ShardEnricher):
         self.watermark: Watermark | None = None
         if config.clock == "event":
             self.watermark = Watermark(
-                config.lateness_seconds,
-                config.idle_seconds,
-                _now(),
-                restored(extra.get("watermark")),
+                config.lateness_seconds, config.idle_seconds, restored(extra.get("watermark"))
             )
         self._extra = extra
         self._now = -math.inf
@@ -320,6 +316,8 @@ class ParkingJoin(ShardEnricher):
         if self.watermark is not None:
             if not self.segments and not self.refreshed:
                 return None
+            if self._now == -math.inf:
+                return 0.0  # resumed and not called since: look at the clock at once
             return self.watermark.next_change(self._now)
         due = self.next_refresh_due()
         if not self.segments:
@@ -454,11 +452,6 @@ class Segment(ShardEnricher):
 
 _TIMELESS = Event("", "", None, {}, "")
 """An event without a time, to ask `_starts` for the clock's present."""
-
-
-def _now() -> float:
-    """The system clock, for the watermark's idle rule; a function so tests can swap it."""
-    return time.time()
 
 
 def by_segment(shard: str, parcels: Iterable[ToSegment]) -> list[tuple[str, list[Message]]]:

@@ -1,0 +1,98 @@
+"""Event-time timeouts make a run's table a function of its input: kill -9 and resume
+any number of times, and the table is the uninterrupted one, row by row.
+
+Every run is `python -m bytewax.run dataflows.enrich` on the demo with a miss
+timeout short enough that events time out mid-stream (its rows come up to
+four seconds of event time after their quotes), on the event clock. With the
+processing clock the same kills leave a different table: the clock runs
+while the job is down, and how many events time out depends on how fast the
+run went (`test_the_processing_clock_depends_on_the_run` shows it without a
+kill: two uninterrupted paced runs at different speeds differ).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from flowrun import flow_env, init_recovery, start_flow
+from test_recovery_scaleout import (
+    Outcome,
+    assert_same_outcome,
+    finish,
+    kill_when,
+    outcome,
+    resume_epochs,
+)
+
+EVENTS = 20_000
+REFERENCES = 2_000
+TIMEOUT = 1.5
+"""Seconds: late rows come 0.2 to 4 s of event time after their first quote, so some
+release their events and some come too late."""
+
+
+def env(work: Path, **settings: object) -> dict[str, str]:
+    base: dict[str, object] = {
+        "demo_events": EVENTS,
+        "demo_references": REFERENCES,
+        "miss_timeout_seconds": TIMEOUT,
+    }
+    return flow_env(work, **{**base, **settings})
+
+
+def run(work: Path, args: list[str], **settings: object) -> None:
+    finish([(start_flow(work, args, env(work, **settings), "run.log"), "run.log")], work)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
+    """One uninterrupted run, on the demo's default clock (event time)."""
+    work = tmp_path_factory.mktemp("uninterrupted")
+    run(work, ["-w", "1"])
+    result = outcome(work)
+    reasons = Counter((row[3], row[4]) for row in result.table)
+    # Not vacuous: events time out mid-stream, others are released late, some at the end.
+    assert reasons["lookup_miss", "timeout"] > 100, reasons
+    assert reasons["late_enriched", None] > 100, reasons
+    assert reasons["lookup_miss", "end_of_input"] > 0, reasons
+    return result
+
+
+def test_killed_three_times_the_table_is_the_uninterrupted_one(
+    uninterrupted: Outcome, tmp_path: Path
+) -> None:
+    """Statuses, miss reasons and versions included; waits and arrival numbers aside."""
+    args = init_recovery(tmp_path)
+    for number, rows in enumerate((2_000, 7_000, 12_000)):
+        log = f"crash{number}.log"
+        proc = start_flow(tmp_path, args, env(tmp_path, demo_rate=5_000), log)
+        seen = kill_when(proc, tmp_path / "enriched.sqlite", rows, tmp_path, log)
+        assert seen < EVENTS * 0.9, f"killed too late ({seen} rows)"
+    run(tmp_path, args)
+    epochs = resume_epochs(tmp_path / "recovery")
+    assert len(epochs) == 4 and epochs == sorted(epochs), epochs
+    assert_same_outcome(outcome(tmp_path), uninterrupted)
+
+
+def test_a_paced_run_matches_an_unpaced_one(uninterrupted: Outcome, tmp_path: Path) -> None:
+    """Speed changes nothing on the event clock: a run at 10,000 events/s, which takes
+    two seconds, leaves the table of one that takes a fraction of that."""
+    run(tmp_path, [], demo_rate=10_000)
+    assert_same_outcome(outcome(tmp_path), uninterrupted)
+
+
+def test_the_processing_clock_depends_on_the_run(tmp_path: Path) -> None:
+    """Why the demo runs on event time: on the processing clock the same plan, read at two
+    speeds, times out different events (the fast run, whose 20,000 quotes take about a
+    second, times out none mid-stream; the paced one does)."""
+    fast, slow = tmp_path / "fast", tmp_path / "slow"
+    fast.mkdir()
+    slow.mkdir()
+    run(fast, [], timeout_clock="processing")
+    run(slow, [], timeout_clock="processing", demo_rate=5_000)
+    timeouts = [
+        sum(1 for row in outcome(work).table if row[4] == "timeout") for work in (fast, slow)
+    ]
+    assert timeouts[0] < timeouts[1], timeouts
