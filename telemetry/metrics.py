@@ -59,6 +59,16 @@ PENDING = Gauge(
     ["lookup"],
 )
 ROWS_HELD = Gauge("enrich_reference_rows", "Reference rows held in memory, by lookup.", ["lookup"])
+ROWS_EXPIRED = Counter(
+    "enrich_reference_rows_expired_total",
+    "Reference rows dropped for not being refreshed within the lookup's row TTL, by lookup.",
+    ["lookup"],
+)
+VERSIONS_DROPPED = Counter(
+    "enrich_reference_versions_dropped_total",
+    "Versions an as-of lookup dropped from a key's history (beyond its bounds), by lookup.",
+    ["lookup"],
+)
 SINK_ROWS = Counter("enrich_sink_rows_total", "Rows upserted into the main sink.", ["status"])
 SINK_BATCHES = Counter("enrich_sink_batches_total", "Batches committed to the main sink.")
 SINK_BATCH_SECONDS = Histogram(

@@ -769,3 +769,40 @@ def test_filtered_events_never_reach_a_lookup_and_a_file_feeds_the_second(
         None,
     )
     assert [s["status"] for s in stages(closed)] == ["enriched", "lookup_miss"]
+
+
+def test_as_of_keeps_the_sector_valid_at_each_quote(
+    default_run: tuple[dict[str, Row], list[dict[str, Any]]], truth: DemoTruth, tmp_path: Path
+) -> None:
+    """The demo's one sector change, published before its first quote: the latest mode gives
+    every quote the new sector, the as-of mode the one valid at the quote's time."""
+    assert truth.history_id is not None
+    change, (old, new) = truth.history_change_time, truth.history_sectors
+
+    def sectors(table: dict[str, Row]) -> Counter[tuple[bool, str, int]]:
+        return Counter(
+            (row["event_time"] < change, row["sector"], row["ref_version"])
+            for row in table.values()
+            if row["lookup_id"] == truth.history_id
+        )
+
+    latest, _ = default_run
+    before = sum(
+        1
+        for row in latest.values()
+        if row["lookup_id"] == truth.history_id and row["event_time"] < change
+    )
+    assert before > 0
+    assert set(sectors(latest)) == {(True, new, 2), (False, new, 2)}
+    as_of, _ = run_demo(
+        tmp_path,
+        lookups=with_security(mode="as_of", valid_from="field", valid_from_field="valid_from"),
+    )
+    assert sectors(as_of) == Counter(
+        {(True, old, 1): before, (False, new, 2): sectors(latest)[False, new, 2]}
+    )
+    # Every other quote joins what the latest mode joined: their versions hold from before.
+    others = [eid for eid, row in latest.items() if row["lookup_id"] != truth.history_id]
+    differ = [eid for eid in others if latest[eid]["sector"] != as_of[eid]["sector"]]
+    deleted_between = {eid for eid in differ if latest[eid]["lookup_id"] in truth.deleted_ids}
+    assert set(differ) == deleted_between
