@@ -116,6 +116,8 @@ class Tally:
     pending_delta: int = 0
     rows_delta: int = 0
     ttl_dropped: int = 0
+    watermark: float | None = None
+    """The event clock's watermark after the call (None on the processing clock, or -inf)."""
     versions_dropped: int = 0
     missed_out: dict[MissReason, int] = field(default_factory=dict)
     late_waits_ms: list[float] = field(default_factory=list)

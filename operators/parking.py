@@ -187,6 +187,8 @@ class ParkingJoin(ShardEnricher):
     def _on_time(self, clock: float, now: float, out: list[Output]) -> None:
         """Time on the lookup's clock reached `clock`: segments past it time out, and
         rows past their TTL are dropped."""
+        if self.watermark is not None and clock > -math.inf:
+            self.tally.watermark = clock
         while self.segments:
             oldest = self._oldest_segment()
             if self._last_deadline(oldest) > clock:

@@ -59,6 +59,11 @@ PENDING = Gauge(
     ["lookup"],
 )
 ROWS_HELD = Gauge("enrich_reference_rows", "Reference rows held in memory, by lookup.", ["lookup"])
+WATERMARK = Gauge(
+    "enrich_event_time_watermark_seconds",
+    "The event clock's watermark (epoch seconds), by lookup; absent on the processing clock.",
+    ["lookup"],
+)
 ROWS_EXPIRED = Counter(
     "enrich_reference_rows_expired_total",
     "Reference rows dropped for not being refreshed within the lookup's row TTL, by lookup.",

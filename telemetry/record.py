@@ -41,6 +41,8 @@ def record_tally(lookup: str, tally: Tally) -> None:
         metrics.PENDING.labels(lookup).inc(tally.pending_delta)
     if tally.rows_delta:
         metrics.ROWS_HELD.labels(lookup).inc(tally.rows_delta)
+    if tally.watermark is not None:
+        metrics.WATERMARK.labels(lookup).set(tally.watermark)
     if tally.ttl_dropped:
         metrics.ROWS_EXPIRED.labels(lookup).inc(tally.ttl_dropped)
     if tally.versions_dropped:

@@ -593,7 +593,7 @@ def test_timeout_fires_on_the_system_clock_while_input_is_quiet(tmp_path: Path) 
         reference("A", 1, "Alpha"),
         event("E2", "A", 2),
     ]
-    table = run_records(tmp_path, items, miss_timeout_seconds=0.2)
+    table = run_records(tmp_path, items, miss_timeout_seconds=0.2, timeout_clock="processing")
     first, second = table["E1"], table["E2"]
     assert (first["status"], first["miss_reason"]) == ("lookup_miss", "timeout")
     assert first["name"] is None

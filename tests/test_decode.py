@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import ClassVar
 
 import pytest
 
 from operators.decode import Decoder, ReferenceSchema, decode_batch
 from operators.enrichment import EnrichConfig, ShardEnricher
 from operators.filters import Condition, all_of
-from operators.records import CaughtUp, DeadLetter, Event, Kind, RawRecord, RefUpdate
+from operators.records import CaughtUp, DeadLetter, Event, FieldType, Kind, RawRecord, RefUpdate
 
 DECODER = Decoder(
     lookup_field="security_id",
@@ -346,3 +347,68 @@ def test_a_non_finite_version_cannot_freeze_a_row() -> None:
     [out] = enricher.process(decoded.good["security"], now=0.0)
     assert (out.row, out.version) == (("NEW", None, None, 1_700_000_000), 1_700_000_000)
     assert enricher.tally.stale == 0
+
+
+class TestValidityTimes:
+    """An as-of lookup reads each row's validity time; a row without one is a dead letter."""
+
+    COLUMNS: ClassVar[dict[str, FieldType]] = {"cusip": "str"}
+
+    def decode(
+        self, schema: ReferenceSchema, value: object, timestamp: float | None = 7.0
+    ) -> object:
+        raw = RawRecord(
+            Kind.REFERENCE,
+            b"S1",
+            None if value is None else dumps(value),
+            "refs/1/3",
+            lookup="security",
+            timestamp=timestamp,
+        )
+        decoder = dataclasses.replace(DECODER, references={"security": schema})
+        return decoder.decode(raw)
+
+    def test_the_version_read_as_a_time(self) -> None:
+        schema = ReferenceSchema(self.COLUMNS, "version", valid_from="version")
+        update = self.decode(schema, {"cusip": "C", "version": "2024-01-01T00:00:00"})
+        assert isinstance(update, RefUpdate)
+        assert update.valid_from == 1_704_067_200.0 and update.at == 7.0
+        letter = self.decode(schema, {"cusip": "C"})
+        assert isinstance(letter, DeadLetter) and letter.reason == "missing_valid_from"
+
+    def test_a_field_of_its_own(self) -> None:
+        schema = ReferenceSchema(self.COLUMNS, "version", None, "field", "effective")
+        update = self.decode(schema, {"cusip": "C", "version": 3, "effective": 1_000.5})
+        assert isinstance(update, RefUpdate) and update.valid_from == 1_000.5
+        assert update.row == ("C",), "the field is read, not kept as a column"
+        for bad in (
+            {"cusip": "C"},
+            {"cusip": "C", "effective": "soon"},
+            {"cusip": "C", "effective": 1e300},
+        ):
+            letter = self.decode(schema, bad)
+            assert isinstance(letter, DeadLetter), bad
+            assert letter.reason in ("missing_valid_from", "invalid_field"), letter
+
+    def test_the_record_s_time(self) -> None:
+        schema = ReferenceSchema(self.COLUMNS, "version", valid_from="record_time")
+        update = self.decode(schema, {"cusip": "C"}, timestamp=42.0)
+        assert isinstance(update, RefUpdate) and update.valid_from == 42.0
+        letter = self.decode(schema, {"cusip": "C"}, timestamp=None)
+        assert isinstance(letter, DeadLetter) and letter.reason == "missing_valid_from"
+
+    def test_a_tombstone_takes_its_record_s_time_and_a_filtered_row_its_own(self) -> None:
+        schema = ReferenceSchema(self.COLUMNS, "version", valid_from="version")
+        tombstone = self.decode(schema, None, timestamp=9.0)
+        assert isinstance(tombstone, RefUpdate)
+        assert (tombstone.row, tombstone.valid_from, tombstone.at) == (None, 9.0, 9.0)
+        keep = all_of([Condition(field="cusip", op="==", value="KEEP")])
+        filtered = self.decode(
+            ReferenceSchema(self.COLUMNS, "version", keep, "version"), {"cusip": "X", "version": 5}
+        )
+        assert isinstance(filtered, RefUpdate) and filtered.filtered
+        assert (filtered.row, filtered.valid_from) == (None, 5.0)
+
+    def test_the_latest_mode_reads_no_validity_time(self) -> None:
+        update = self.decode(ReferenceSchema(self.COLUMNS, "version"), {"cusip": "C"})
+        assert isinstance(update, RefUpdate) and update.valid_from is None and update.at == 7.0

@@ -12,6 +12,7 @@ from typing import Any
 
 from parked import ParkedShard
 
+from operators.as_of import new_join
 from operators.enrichment import EnrichConfig
 from operators.event_clock import Watermark
 from operators.records import Event, Joined, MissReason, PartitionTime, RefUpdate
@@ -159,3 +160,12 @@ class TestJoinOnTheEventClock:
         fed(shard, [event("e", "K", 100.0), mark("a", 1e9), mark("b", 1e9)], 0.0)
         assert shard.expire(4.0) == []
         assert outcome(shard.expire(6.5)) == [("e", "lookup_miss", MissReason.TIMEOUT)]
+
+
+def test_the_join_reports_its_watermark_for_the_gauge() -> None:
+    join = new_join(EVENT_CLOCK)
+    join.process([mark("a", 100.0)], 0.0)
+    assert join.tally.watermark is None, "not known yet: partition b was never heard from"
+    join.process([mark("b", 90.0)], 0.0)
+    assert join.tally.watermark == 90.0
+    assert new_join(replace(EVENT_CLOCK, clock="processing")).tally.watermark is None

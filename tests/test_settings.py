@@ -652,3 +652,74 @@ def test_kubernetes_service_links_of_an_enrich_service_are_not_settings(
     monkeypatch.setenv("ENRICH_METRICS_PORT", "dead_letter")  # not a service link's value
     with pytest.raises(SettingsError, match="ENRICH_METRICS_PORT: no program"):
         load_settings()
+
+
+SECURITY = {
+    "name": "security",
+    "key_field": "security_id",
+    "demo_table": "securities",
+    "topic": "reference",
+    "columns": {"name": "str"},
+}
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"valid_from": "field"}, {"valid_from": "version", "valid_from_field": "effective"}],
+    ids=["field_without_name", "name_without_field"],
+)
+def test_valid_from_field_is_given_exactly_when_valid_from_is_field(
+    monkeypatch: pytest.MonkeyPatch, extra: dict[str, str]
+) -> None:
+    monkeypatch.setenv("ENRICH_LOOKUPS", json.dumps([{**SECURITY, "mode": "as_of", **extra}]))
+    with pytest.raises(SettingsError) as raised:
+        load_settings()
+    assert "valid_from_field names the field" in str(raised.value)
+
+
+def test_as_of_settings_reach_the_join_and_its_decoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataflows.flow import enrich_config
+
+    lookup = {
+        **SECURITY,
+        "mode": "as_of",
+        "valid_from": "field",
+        "valid_from_field": "effective",
+        "history_seconds": 60,
+        "history_versions": 3,
+        "row_ttl_seconds": 120,
+    }
+    monkeypatch.setenv("ENRICH_LOOKUPS", json.dumps([lookup]))
+    settings = load_settings()
+    config = enrich_config(settings, settings.lookups[0])
+    assert (config.mode, config.history_seconds, config.history_versions) == ("as_of", 60, 3)
+    assert config.row_ttl_seconds == 120
+    schema = settings.lookups[0].reference_schema()
+    assert (schema.valid_from, schema.valid_from_field) == ("field", "effective")
+
+
+@pytest.mark.parametrize(
+    ("source", "dataflow_wide", "per_lookup", "expected"),
+    [
+        ("demo", None, None, "event"),
+        ("kafka", None, None, "processing"),
+        ("demo", "processing", None, "processing"),
+        ("kafka", "event", None, "event"),
+        ("kafka", "event", "processing", "processing"),
+    ],
+)
+def test_the_timeout_clock_is_the_lookup_s_then_the_dataflow_s_then_the_source_s(
+    monkeypatch: pytest.MonkeyPatch,
+    source: str,
+    dataflow_wide: str | None,
+    per_lookup: str | None,
+    expected: str,
+) -> None:
+    lookup = {**SECURITY} if per_lookup is None else {**SECURITY, "timeout_clock": per_lookup}
+    monkeypatch.setenv("ENRICH_LOOKUPS", json.dumps([lookup]))
+    monkeypatch.setenv("ENRICH_SOURCE", source)
+    monkeypatch.setenv("ENRICH_KAFKA_BROKERS", "localhost:9092")
+    if dataflow_wide is not None:
+        monkeypatch.setenv("ENRICH_TIMEOUT_CLOCK", dataflow_wide)
+    settings = load_settings()
+    assert settings.clock_of(settings.lookups[0]) == expected

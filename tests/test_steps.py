@@ -15,6 +15,7 @@ from operators.records import (
     Event,
     Joined,
     Kind,
+    PartitionTime,
     RawRecord,
     RefUpdate,
     Status,
@@ -165,3 +166,33 @@ def test_to_sink_builds_the_row_finish_builds_then_binds() -> None:
 def test_enriched_of_reads_only_records() -> None:
     record = ROWS.of(enriched("e1", "S1", ("UK",)))
     assert steps.enriched_of([("0", [record]), ("1", [])]) == [record]
+
+
+def test_event_clock_lookups_hear_each_partition_s_largest_event_time_after_the_records() -> None:
+    """Only lookups on the event clock; one mark per event partition of the batch, on every
+    shard, after the records it covers; events without a time set nothing."""
+    route = steps.DecodeAndRoute(
+        DECODER,
+        ["security", "exchange"],
+        SHARDS,
+        clocked=frozenset({"security"}),
+        event_partitions=2,
+    )
+
+    def timed(event_id: str, partition: int, when: float | None) -> RawRecord:
+        body = {"event_id": event_id, "security_id": "S1", "price": 1.0, "ts": when}
+        return RawRecord(
+            Kind.EVENT, None, json.dumps(body).encode(), f"events/{partition}/{event_id}"
+        )
+
+    batch = [timed("a", 0, 10.0), timed("b", 1, 30.0), timed("c", 0, 20.0), timed("d", 0, None)]
+    out = route(batch)
+    groups = dict(group for name, group in out if steps.is_routed(group) and name == "security")  # type: ignore[misc]
+    assert set(groups) == set(SHARDS)
+    marks = [PartitionTime("events/0", 20.0, 2), PartitionTime("events/1", 30.0, 2)]
+    for shard, items in groups.items():
+        assert items[-2:] == marks, shard
+    assert [e.event_id for e in groups[shard_of("S1")][:-2]] == ["a", "b", "c", "d"]
+    assert not [name for name, _ in out if name == "exchange"], (
+        "the exchange lookup runs on processing time"
+    )

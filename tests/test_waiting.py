@@ -184,8 +184,9 @@ def test_a_join_records_its_shard_count_and_resumes_a_snapshot_that_did_not() ->
     config = EnrichConfig(timeout_seconds=10.0, shards=64)
     join = ParkingJoin(config)
     join.process([event("e1", "A")], now=1.5)
-    held, book, segments, shards = pickle.loads(pickle.dumps(join.snapshot()))
+    held, book, segments, shards, extra = pickle.loads(pickle.dumps(join.snapshot()))
     assert shards == 64 and book == {"A": {1: 1}}
+    assert extra == {}, "the processing clock and the latest mode add nothing"
     earlier = ParkingJoin(config, (held, book, segments))
     assert earlier.book == book and earlier.pending_count == 1
     assert earlier.snapshot()[3] == 64
