@@ -131,7 +131,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
             error = msg.error()
             if error is None:
                 offset = msg.offset()  # type: ignore[assignment]  # set on every message read
-                # (type, ms): the type says whether there is one; ms is then 0, not -1.
+                # (type, ms): only the type tells a missing timestamp; ms is then 0, a real time.
                 time_type, ms = msg.timestamp()
                 append(
                     RawRecord(
