@@ -12,7 +12,9 @@ column the table lacks), 3 when a full load would have tombstoned more than
 ENRICH_PUBLISH_MAX_DELETE_SHARE of the topic's live keys and published
 nothing, 4 when the last load finished but held rows back because the
 dataflow's decode would refuse a value (NaN or infinite, beyond 64 bits, text
-too long, not the declared type; each column logged with a key).
+too long, not the declared type; each column logged with a key). The brokers
+refusing to show or raise an as-of lookup's `min.compaction.lag.ms` is a
+configuration problem too: exit 2, with the command that sets it.
 SIGTERM ends the process after the load under way, never in the
 middle of one.
 """
@@ -29,6 +31,7 @@ from types import FrameType
 
 from config.base import exit_on_bad_settings
 from dataflows.settings import load_settings
+from reference.compaction import LagRefused
 from reference.guard import MassDeleteRefused
 from reference.load import Publisher
 from reference.settings import PublisherSettings
@@ -95,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except MassDeleteRefused as exc:
             log.error("%s", exc, extra=exc.fields)
             return 3
+        except LagRefused as exc:
+            # Only a person can set the topic's lag or grant the right to: no retry.
+            log.error("%s", exc, extra=exc.fields)
+            return exc.exit_code
         except KafkaConfigRefused as exc:
             # A refused property is a bad setting: no later load can go better.
             print(exc, file=sys.stderr)

@@ -14,11 +14,14 @@ A delivery that fails raises before the state is saved, so the next load
 reads the same rows again; a record delivered twice carries the same
 version, which the dataflow ignores.
 
-Before either, every column the settings name is checked against the table
-(`reference.columns`). A full load that would tombstone more than
-`ENRICH_PUBLISH_MAX_DELETE_SHARE` of the topic's live keys first reads the
-table once without producing, to count them, and publishes nothing when the
-guard refuses (`reference.guard`); an empty topic skips that read.
+Before either, for an as-of lookup, the topic's `min.compaction.lag.ms` is
+raised to the lookup's history window where it is lower (`reference.compaction`;
+a topic that does not exist yet is checked again after the load), and every
+column the settings name is checked against the table (`reference.columns`).
+A full load that would tombstone more than `ENRICH_PUBLISH_MAX_DELETE_SHARE`
+of the topic's live keys first reads the table once without producing, to
+count them, and publishes nothing when the guard refuses (`reference.guard`);
+an empty topic skips that read.
 
 A row the dataflow's decode would refuse (a NaN or infinite value, or one
 the lookup's declared columns refuse: `reference.reader`) is neither
@@ -37,6 +40,7 @@ from typing import Any
 
 from operators.decode import ReferenceSchema
 from reference.columns import check_columns
+from reference.compaction import Lag, TopicConfigs, ensure_history_kept, needed_lag_ms
 from reference.guard import DeleteGuard
 from reference.query import ReferenceQuery
 from reference.reader import Record, RecordBuilder, RowKind
@@ -46,7 +50,7 @@ from reference.source import ReadConnection, Row, connect, read
 from reference.topic import live_keys
 from reference.watermark import PublishState, StateFile, Watermark
 from sinks.kafka_producer import ConfirmedProducer
-from sources.kafka_admin import config_checked
+from sources.kafka_admin import admin_client, config_checked
 
 log = logging.getLogger("enrich.publisher")
 
@@ -93,12 +97,15 @@ class Publisher:
         config = settings.kafka_client_config()
         with config_checked(config):
             producer = ConfirmedProducer(settings.kafka_brokers, config)
+        no_topic = self._keep_history(config) is Lag.NO_TOPIC
         with closing(connect(settings)) as connection:
             check_columns(settings, connection)
             if watermark is None:
                 new_watermark = self._full(connection, producer, counts, held)
             else:
                 new_watermark = self._incremental(connection, producer, counts, held, watermark)
+        if no_topic:
+            self._keep_history(config)  # its records may have created it
         if counts.without_key:
             log.warning(
                 "%s rows have no %s and were not published",
@@ -107,6 +114,17 @@ class Publisher:
             )
         held.finish()
         return LoadReport(watermark is None, counts, new_watermark, time.monotonic() - started)
+
+    def _keep_history(self, config: dict[str, str]) -> Lag | None:
+        """An as-of lookup's topic keeps its history (`reference.compaction`); None for latest,
+        which asks the brokers nothing."""
+        settings = self._settings
+        if needed_lag_ms(settings.lookup) is None:
+            return None
+        admin = topic_admin(settings.kafka_brokers, config)
+        return ensure_history_kept(
+            admin, settings.kafka_brokers, settings.reference_topic, settings.lookup
+        )
 
     def _resume_point(self) -> Watermark | None:
         state = self._state.load()
@@ -234,6 +252,11 @@ class Publisher:
         if final != saved:
             self._state.save(PublishState(final, self._scope))
         return final
+
+
+def topic_admin(brokers: list[str], config: dict[str, str]) -> TopicConfigs:
+    """The admin client that reads and sets the topic's configuration."""
+    return admin_client(brokers, config, [])
 
 
 _KEPT = (RowKind.LIVE, RowKind.HELD_BACK)

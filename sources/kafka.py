@@ -16,6 +16,9 @@ and it has no signal for "this partition has reached the end it saw at start".
   it saw at start it sends `CaughtUp`, telling the join its rows are complete.
   librdkafka's end-of-partition event is that signal: unlike comparing offsets
   with the high watermark, it also holds for transaction markers.
+- Every record carries its Kafka timestamp in epoch seconds (None when the
+  message format has none, as before Kafka 0.10): event-time timeouts, row
+  TTL and as-of validity (`record_time`) read it.
 - Each partition publishes its consumer lag and, with a commit group, commits
   its completed snapshots (sources/kafka_progress.py).
 """
@@ -26,7 +29,14 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from operators.records import CaughtUp, Kind, RawRecord
 from sources.broker_health import ClusterWatch
@@ -115,11 +125,14 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
         append = batch.append
         kind, topic, index, replay_below = self._kind, self._topic, self._index, self._replay_below
         lookup = self._lookup
+        no_time = TIMESTAMP_NOT_AVAILABLE
         offset = -1
         for msg in self._consumer.consume(self._batch_size, _POLL_SECONDS):
             error = msg.error()
             if error is None:
                 offset = msg.offset()  # type: ignore[assignment]  # set on every message read
+                # (type, ms): only the type tells a missing timestamp; ms is then 0, a real time.
+                time_type, ms = msg.timestamp()
                 append(
                     RawRecord(
                         kind,
@@ -128,6 +141,7 @@ class _Partition(StatefulSourcePartition[RawRecord | CaughtUp, int | None]):
                         f"kafka/{topic}/{index}/{offset}",
                         offset < replay_below,
                         lookup,
+                        None if time_type == no_time else ms / 1000,
                     )
                 )
                 continue
