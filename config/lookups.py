@@ -141,13 +141,21 @@ class Lookup(BaseModel):
             check_identifier(self.valid_from_field, "valid_from_field")
         return self
 
-    def reference_schema(self) -> ReferenceSchema:
-        """How the dataflow decodes this lookup's reference records: one definition."""
+    def reference_schema(self, publisher: bool = False) -> ReferenceSchema:
+        """How the dataflow decodes this lookup's reference records: one definition.
+
+        The publisher holds back what this refuses (`reference.reader`), without
+        the filter, which decides deletes in the dataflow, and without a
+        `record_time` validity: a row has no record time before it is produced.
+        """
+        valid_from = self.valid_from if self.mode == "as_of" else None
+        if publisher and valid_from == "record_time":
+            valid_from = None
         return ReferenceSchema(
             self.columns,
             self.version_field,
-            all_of(self.filter),
-            self.valid_from if self.mode == "as_of" else None,
+            None if publisher else all_of(self.filter),
+            valid_from,
             self.valid_from_field,
         )
 

@@ -38,7 +38,6 @@ from collections.abc import Iterator
 from contextlib import closing
 from typing import Any
 
-from operators.decode import ReferenceSchema
 from reference.columns import check_columns
 from reference.compaction import Lag, TopicConfigs, ensure_history_kept, needed_lag_ms
 from reference.guard import DeleteGuard
@@ -281,7 +280,7 @@ def _reading(
         version_field=settings.version_field,
         soft_delete_column=settings.publish_soft_delete_column,
         conditions=settings.publish_filter,
-        schema=ReferenceSchema(settings.lookup.columns, settings.version_field),
+        schema=settings.lookup.reference_schema(publisher=True),
     )
     return query, builder
 

@@ -113,6 +113,16 @@ class PublisherSettings(ReferenceTableSettings, KafkaConnection, LoggingSettings
                 f"publish_columns: {lookup.version_field!r} is the version field of lookup "
                 f"{lookup.name!r}; the version needs a field of its own"
             )
+        field = lookup.valid_from_field
+        if (
+            lookup.mode == "as_of"
+            and lookup.valid_from == "field"
+            and field not in (self.publish_columns)
+        ):
+            raise ValueError(
+                f"publish_columns: lookup {lookup.name!r} is as_of and reads each row's "
+                f"validity time from {field!r}, which is not published; add it"
+            )
         return self
 
     @property

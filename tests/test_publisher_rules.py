@@ -19,9 +19,13 @@ import pytest
 from conftest import MockKafka
 from test_publisher import TOPIC, load, run_cli, words
 
+from config.base import SettingsError
+from config.lookups import Lookup
+from dataflows.settings import load_settings
 from operators.decode import Invalid, ReferenceSchema
 from operators.records import Kind, RawRecord
 from reference.reader import RecordBuilder, RowKind
+from reference.settings import PublisherSettings
 
 COLUMNS: dict[str, Any] = {"lots": "int", "note": "str", "price": "float"}
 LOOKUPS = [{"name": "bond", "key_field": "bond_id", "columns": COLUMNS, "topic": TOPIC}]
@@ -207,3 +211,52 @@ def test_a_change_value_decode_refuses_as_a_version_fails_the_load_before_the_wa
     saved = StateFile(tmp_path / "state" / "publisher.json").load()
     assert saved is not None and saved.watermark == 1
     assert set(raw_topic(kafka)) == {"B1"}
+
+
+def as_of_lookup(**validity: str) -> Lookup:
+    return Lookup(
+        name="bond", key_field="bond_id", columns=COLUMNS, topic=TOPIC, mode="as_of", **validity
+    )
+
+
+def test_an_as_of_row_without_its_validity_time_is_held_back() -> None:
+    """Decode would dead-letter it (`missing_valid_from`), so the publisher keeps it back."""
+    builder = RecordBuilder(
+        selected=("id", "lots", "effective", "updated_at"),
+        key_column="id",
+        columns=("lots", "effective"),
+        change_column="updated_at",
+        version_field="version",
+        schema=as_of_lookup(valid_from="field", valid_from_field="effective").reference_schema(
+            publisher=True
+        ),
+    )
+    assert builder.record(("B1", 1, "2024-01-01T00:00:00Z", 5)).kind is RowKind.LIVE
+    record = builder.record(("B1", 1, None, 5))
+    assert (record.kind, record.rule) == (RowKind.HELD_BACK, "missing_valid_from")
+
+
+def test_the_publisher_reads_no_record_time_and_no_filter() -> None:
+    """Its rows have no Kafka timestamp yet, and the filter decides deletes downstream."""
+    lookup = Lookup.model_validate(
+        {
+            **as_of_lookup(valid_from="record_time").model_dump(),
+            "filter": [{"field": "note", "op": "==", "value": "x"}],
+        }
+    )
+    assert lookup.reference_schema().valid_from == "record_time"
+    published = lookup.reference_schema(publisher=True)
+    assert published.valid_from is None and published.keep is None
+
+
+BROKERS = {"kafka_brokers": ["localhost:9092"]}
+
+
+def test_an_as_of_validity_field_the_publisher_does_not_publish_is_refused() -> None:
+    lookups = [as_of_lookup(valid_from="field", valid_from_field="effective").model_dump()]
+    with pytest.raises(SettingsError, match="validity time from 'effective', which is not"):
+        load_settings(PublisherSettings, **{**SETTINGS, "lookups": lookups, **BROKERS})
+    load_settings(
+        PublisherSettings,
+        **{**SETTINGS, "lookups": lookups, "publish_columns": ["lots", "effective"], **BROKERS},
+    )
