@@ -30,12 +30,16 @@ class MockKafka:
         topic: str,
         records: list[tuple[bytes | None, bytes | None]],
         partition: int | None = None,
+        timestamp_ms: int = 0,
     ) -> None:
+        """Produce `records`; `timestamp_ms` 0 lets the producer stamp them with now."""
         for key, value in records:
             if partition is None:
-                self._producer.produce(topic, value, key)
+                self._producer.produce(topic, value, key, timestamp=timestamp_ms)
             else:
-                self._producer.produce(topic, value, key, partition=partition)
+                self._producer.produce(
+                    topic, value, key, partition=partition, timestamp=timestamp_ms
+                )
             self._producer.poll(0)
         assert self._producer.flush(10) == 0, "the mock cluster did not take every record"
 
