@@ -18,15 +18,19 @@ same versions, pick the same ones (`history.row_at`).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from operators import waiting as compact
 from operators.enrichment import EnrichConfig, Item, Output
-from operators.history import Versions, row_at
+from operators.history import Row, Versions, row_at
 from operators.parking import JoinState, ParkingJoin, Release, ToSegment
 from operators.records import Event, Joined, MissReason, RefUpdate, Status
 
 _new = tuple.__new__
+_UNKNOWN = object()
+"""The event time of an event parked other than by `_wait`: read from its encoding."""
 Times = dict[str, dict[int, list[float | None]]]
 """Per lookup id, per segment, the event times of its waiting events in arrival order."""
 
@@ -39,23 +43,34 @@ class AsOfJoin(ParkingJoin):
     ) -> None:
         super().__init__(config, resume)
         self.history: dict[str, Versions] = {}
+        self.newest: dict[str, tuple[float, Row | None]] = {}
+        """Each key's newest validity time and row, flat: most events are newer than it,
+        and this spares them the history's lists (docs/BENCHMARKS.md, "As-of lookups")."""
         self.times: Times = self._extra.get("times", {})
-        self._parking: float | None = None
+        self._parking: float | object | None = _UNKNOWN
+        self.deleted: dict[str, float] = {}
+        """Keys whose newest version is a tombstone, with its time, oldest first: dropped
+        whole once it is older than `history_seconds` before the newest time seen."""
+        self._newest_seen = -math.inf
 
     def _lookup_all(self, items: Iterable[Item], now: float, out: list[Output]) -> None:
         emit = out.append
-        get = self.history.get
+        get = self.newest.get
+        history = self.history
         enriched = Status.ENRICHED
         hits = 0
         for item in items:
             if type(item) is Event:
-                versions = get(item.lookup_id)
-                if versions is not None:
+                entry = get(item.lookup_id)
+                if entry is not None:
                     when = item.event_time
-                    if when is None or when >= versions.times[-1]:
-                        row = versions.rows[-1]
+                    if when is None or when >= entry[0]:
+                        row = entry[1]
                     else:
-                        row = versions.at(when)
+                        # `Versions.at`, inlined: two Python frames were half its cost.
+                        versions = history[item.lookup_id]
+                        index = bisect_right(versions.times, when) - 1
+                        row = versions.rows[index] if index >= 0 else None
                     if row is not None:
                         emit(_new(Joined, (item, row, row[-1], enriched, None, 0.0)))
                         hits += 1
@@ -84,7 +99,10 @@ class AsOfJoin(ParkingJoin):
 
     def _park(self, blob: bytes, lookup_id: str, segment: int, out: list[Output]) -> None:
         whens = self.times.setdefault(lookup_id, {}).setdefault(segment, [])
-        whens.append(self._parking)
+        when, self._parking = self._parking, _UNKNOWN
+        if when is _UNKNOWN:  # not parked by `_wait`: resumed from an older snapshot
+            when = compact.decode(blob)[0].event_time
+        whens.append(when)  # type: ignore[arg-type]
         super()._park(blob, lookup_id, segment, out)
 
     def _forget(self, lookup_id: str, segment: int, count: int) -> None:
@@ -124,6 +142,8 @@ class AsOfJoin(ParkingJoin):
             else:
                 # A tombstone without a time: nothing says since when, so the key is gone.
                 del self.history[key]
+                del self.newest[key]
+                self.deleted.pop(key, None)
                 tally.deleted += 1
                 tally.rows_delta -= 1
                 return
@@ -144,11 +164,32 @@ class AsOfJoin(ParkingJoin):
         tally.versions_dropped += versions.prune(
             self.config.history_seconds, self.config.history_versions
         )
+        newest = self.newest[key] = (versions.times[-1], versions.rows[-1])
+        self.deleted.pop(key, None)
+        if newest[1] is None:
+            self.deleted[key] = newest[0]
+        if valid_from > self._newest_seen:
+            self._newest_seen = valid_from
+            self._drop_deleted(valid_from - self.config.history_seconds)
         if row is not None and not update.replay and key in self.times:
             self._release_versions(key, versions, now, update.at)
 
+    def _drop_deleted(self, horizon: float) -> None:
+        """Forget the keys deleted before `horizon`: no version they kept is within the
+        history window any more, so keeping them would only grow with every key deleted."""
+        deleted = self.deleted
+        while deleted:
+            key = next(iter(deleted))
+            if deleted[key] >= horizon:
+                return
+            del deleted[key]
+            self._forget_row(key)
+            self.tally.rows_delta -= 1
+
     def _forget_row(self, key: str) -> None:
         del self.history[key]
+        del self.newest[key]
+        self.deleted.pop(key, None)
 
     def _row_for(self, event: Event) -> tuple[Any, ...] | None:
         versions = self.history.get(event.lookup_id)

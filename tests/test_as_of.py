@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from parked import ParkedShard
 
+from operators.as_of import new_join
 from operators.enrichment import EnrichConfig
 from operators.history import Versions
 from operators.records import DeadLetter, Event, Joined, MissReason, RefUpdate, Status
@@ -253,3 +254,34 @@ def test_each_event_carries_the_version_valid_at_its_time_or_leaves_as_a_miss(
             check(shard.process([u._replace(replay=True) for u in received], now))
     check(shard.flush(now + 1.0))
     assert seen == set(times), "an event was lost"
+
+
+def test_a_deleted_key_is_forgotten_once_its_deletion_leaves_the_history_window() -> None:
+    """Else keys that come and go would grow the state for ever; a deletion of a key never
+    seen is kept too (an older version may still come) and goes the same way."""
+    join = new_join(replace(AS_OF, history_seconds=100.0))
+    join.process([version("S", 10.0, 1), tombstone("S", 20.0), tombstone("NEVER", 30.0)], 0.0)
+    assert set(join.history) == {"S", "NEVER"}  # type: ignore[attr-defined]
+    join.process([version("OTHER", 121.0, 1)], 0.0)
+    assert set(join.history) == {"NEVER", "OTHER"}, "S's deletion (20) is before 121 - 100"  # type: ignore[attr-defined]
+    join.process([version("OTHER", 131.0, 2)], 0.0)
+    assert set(join.history) == {"OTHER"}  # type: ignore[attr-defined]
+    # A key deleted and then back is not forgotten.
+    join.process([tombstone("OTHER", 140.0), version("OTHER", 150.0, 3)], 0.0)
+    join.process([version("LAST", 400.0, 1)], 0.0)
+    assert set(join.history) == {"OTHER", "LAST"}  # type: ignore[attr-defined]
+
+
+def test_events_resumed_from_a_snapshot_before_segments_keep_their_times() -> None:
+    """A snapshot of a version that kept waiting events in the join: they are parked on
+    the first call, and the as-of book reads each one's time from its encoding."""
+    from operators import waiting
+
+    blobs = [waiting.encode(event("a", "S", 50.0), 1.0, 6.0)]
+    join = new_join(AS_OF, blobs)
+    join.process([], 2.0)
+    assert join.times == {"S": {1: [50.0]}}  # type: ignore[attr-defined]
+    join.process([version("S", 70.0, 1)], 3.0)
+    assert join.times == {"S": {1: [50.0]}}, "70 is not valid at 50: it still waits"  # type: ignore[attr-defined]
+    join.process([version("S", 40.0, 1)], 3.0)
+    assert join.times == {}  # type: ignore[attr-defined]
