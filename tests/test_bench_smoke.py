@@ -71,6 +71,21 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
             "| tuple.__new__(Event, (...)) (kept) |",
         ],
     ),
+    "as of": (
+        ["bench_as_of.py", "--smoke"],
+        [
+            "| join | events | random keys: µs per event | ratio to latest "
+            "| keys in turn: µs per event | ratio to latest |",
+            "| latest (`ParkingJoin`) | 2,000 |",
+            "| as_of, 4 versions per key, events after the newest (fast path) | 2,000 |",
+            "| as_of, 4 versions per key, events spread over them (3 in 4 bisect) | 2,000 |",
+            "| as_of: `versions.at(when)` (method, `row_at`, `bisect_right`) |",
+            "| as_of, events spread over the versions (3 in 4 bisect) | 2,000 |",
+            "| bytes per version beyond the first |",
+            "| latest | 1,000 | 1 |",
+            "| as_of | 1,000 | 4 |",
+        ],
+    ),
     "publisher": (
         ["bench_publisher.py", "--smoke"],
         ["| full load, empty topic, 500 rows | 500 | 500 | 0 |", "| full load again"],
