@@ -31,6 +31,8 @@ from operators.records import Event, Joined, MissReason, RefUpdate, Status
 _new = tuple.__new__
 _UNKNOWN = object()
 """The event time of an event parked other than by `_wait`: read from its encoding."""
+Newest = tuple[float, Row | None, list[float], list[Row | None]]
+"""A key's newest validity time and row, and its history's lists (the same objects)."""
 Times = dict[str, dict[int, list[float | None]]]
 """Per lookup id, per segment, the event times of its waiting events in arrival order."""
 
@@ -43,9 +45,10 @@ class AsOfJoin(ParkingJoin):
     ) -> None:
         super().__init__(config, resume)
         self.history: dict[str, Versions] = {}
-        self.newest: dict[str, tuple[float, Row | None]] = {}
-        """Each key's newest validity time and row, flat: most events are newer than it,
-        and this spares them the history's lists (docs/BENCHMARKS.md, "As-of lookups")."""
+        self.newest: dict[str, Newest] = {}
+        """Each key's newest validity time and row, and its history's two lists, flat:
+        most events are newer than the newest version, and the others bisect the lists
+        without going through the `Versions` object (docs/BENCHMARKS.md, "As-of lookups")."""
         self.times: Times = self._extra.get("times", {})
         self._parking: float | object | None = _UNKNOWN
         self.deleted: dict[str, float] = {}
@@ -56,7 +59,6 @@ class AsOfJoin(ParkingJoin):
     def _lookup_all(self, items: Iterable[Item], now: float, out: list[Output]) -> None:
         emit = out.append
         get = self.newest.get
-        history = self.history
         enriched = Status.ENRICHED
         hits = 0
         for item in items:
@@ -68,9 +70,8 @@ class AsOfJoin(ParkingJoin):
                         row = entry[1]
                     else:
                         # `Versions.at`, inlined: two Python frames were half its cost.
-                        versions = history[item.lookup_id]
-                        index = bisect_right(versions.times, when) - 1
-                        row = versions.rows[index] if index >= 0 else None
+                        index = bisect_right(entry[2], when) - 1
+                        row = entry[3][index] if index >= 0 else None
                     if row is not None:
                         emit(_new(Joined, (item, row, row[-1], enriched, None, 0.0)))
                         hits += 1
@@ -164,7 +165,8 @@ class AsOfJoin(ParkingJoin):
         tally.versions_dropped += versions.prune(
             self.config.history_seconds, self.config.history_versions
         )
-        newest = self.newest[key] = (versions.times[-1], versions.rows[-1])
+        times, rows = versions.times, versions.rows
+        newest = self.newest[key] = (times[-1], rows[-1], times, rows)
         self.deleted.pop(key, None)
         if newest[1] is None:
             self.deleted[key] = newest[0]
