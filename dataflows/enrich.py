@@ -37,7 +37,7 @@ def start() -> Dataflow:
 
     start_logging(settings)
     explain_stopping_errors()
-    check_start(settings)
+    events_partitions = check_start(settings)
     if settings.gc_gen0_threshold:
         # Every event allocates a few short-lived objects; Python's default of 700
         # allocations per young collection makes the collector a large share of
@@ -51,7 +51,7 @@ def start() -> Dataflow:
     progress = Progress(settings.progress_seconds)
     progress.start()
     stop_on_signals(progress.finish, recovery)
-    flow = build_flow(settings, recovery=recovery)
+    flow = build_flow(settings, recovery=recovery, event_partitions=events_partitions)
     refuse_unsafe_store(flow, settings)
     return flow
 

@@ -82,10 +82,13 @@ def enrich_config(settings: Settings, lookup: Lookup) -> EnrichConfig:
     )
 
 
-def event_partitions(settings: Settings) -> int:
-    """How many partitions carry events, where known before reading (the demo's); 0 for
-    Kafka, whose count the watermark's start rule waits for (`operators.event_clock`)."""
-    return settings.demo_partitions if settings.source == "demo" else 0
+def partition_count(settings: Settings, kafka: int | None = None) -> int:
+    """How many partitions carry events: the demo's, or the events topic's count the
+    start checks found (`kafka`); 0 when unknown, and the watermark's start rule
+    waits for partitions instead (`operators.event_clock`)."""
+    if settings.source == "demo":
+        return settings.demo_partitions
+    return kafka or 0
 
 
 def table(settings: Settings) -> EnrichedTable:
@@ -268,11 +271,13 @@ def build_flow(
     sink: Sink[Any] | None = None,
     dead_letter_sink: Sink[Any] | None = None,
     recovery: bool | None = None,
+    event_partitions: int | None = None,
 ) -> Dataflow:
     """The dataflow; tests and benchmarks may swap the inputs or sinks, nothing else.
 
     `recovery` says whether the run has a recovery store (None: unknown), so
-    that a failure's message says truly what a restart will do. Steps, in order:
+    that a failure's message says truly what a restart will do;
+    `event_partitions`, the events topic's partition count, if known. Steps, in order:
     read every input, decode and route by shard, the lookup chain, route to the
     sink's partitions, write; dead letters from every step go to one output.
     """
@@ -287,7 +292,7 @@ def build_flow(
         clocked=frozenset(
             lookup.name for lookup in settings.lookups if settings.clock_of(lookup) == "event"
         ),
-        event_partitions=event_partitions(settings),
+        event_partitions=partition_count(settings, event_partitions),
     )
     to_sink = steps.ToSink(
         stages[-1],

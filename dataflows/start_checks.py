@@ -33,12 +33,13 @@ def topics_read(settings: Settings) -> dict[str, str]:
     return topics
 
 
-def check_kafka(settings: Settings) -> None:
+def check_kafka(settings: Settings) -> dict[str, int]:
     """Raise a `KafkaFault` unless every Kafka client can be built, a broker answers and
-    every topic read exists; nothing when the dataflow uses no Kafka."""
+    every topic read exists; the cluster's topics with their partition counts (empty when
+    the dataflow uses no Kafka), which the event clock's watermark needs."""
     uses_kafka = settings.source == "kafka" or settings.dead_letter_topic or settings.enriched_topic
     if not uses_kafka:
-        return
+        return {}
     config = settings.kafka_client_config()
     if settings.source == "kafka":
         # A consumer may refuse what an admin client takes (consumer-only properties).
@@ -46,6 +47,7 @@ def check_kafka(settings: Settings) -> None:
             Consumer(consumer_config(settings.kafka_brokers, config, end_events=True)).close()
     listing = list_cluster(settings.kafka_brokers, config, settings.kafka_start_timeout_seconds)
     require_topics(listing, topics_read(settings))
+    return listing
 
 
 def check_metrics_port(settings: Settings) -> None:
@@ -60,9 +62,11 @@ def check_metrics_port(settings: Settings) -> None:
     log.error("%s; running on without metrics", port_message(taken))
 
 
-def check_start(settings: Settings) -> None:
+def check_start(settings: Settings) -> int | None:
     """Every check, each fault turned into its message on stderr and its exit status;
-    Ctrl-C while waiting for brokers exits 130."""
+    Ctrl-C while waiting for brokers exits 130. Returns the events topic's partition
+    count when the events come from Kafka."""
     with exit_on_kafka_fault("interrupted while asking Kafka whether the dataflow can start"):
-        check_kafka(settings)
+        listing = check_kafka(settings)
     check_metrics_port(settings)
+    return listing.get(settings.kafka_events_topic) if settings.source == "kafka" else None

@@ -469,3 +469,28 @@ def test_the_demo_producer_command_fills_the_configured_topics(
     )  # fmt: skip
     assert refused.returncode == 2
     assert "ENRICH_KAFKA_BROKERS" in refused.stderr
+
+
+def timed_event(event_id: str, lookup_id: str, ts: float) -> tuple[bytes, bytes]:
+    body = {"event_id": event_id, "security_id": lookup_id, "ts": ts}
+    return lookup_id.encode(), json.dumps(body).encode()
+
+
+def test_on_kafka_the_watermark_moves_once_every_partition_was_heard_from(
+    kafka: MockKafka, live: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The start checks tell the watermark how many partitions the events topic has, so a
+    tailing run times a miss out as soon as every partition has passed its deadline,
+    not after `ENRICH_EVENT_TIME_IDLE_SECONDS` (ten minutes here)."""
+    kafka.produce("reference", [row("S1")], partition=0)
+    kafka.produce("events", [timed_event("waits", "K", 100.0)], partition=0)
+    for partition in range(4):  # the mock cluster makes topics of four partitions
+        kafka.produce("events", [timed_event(f"p{partition}", "S1", 200.0)], partition=partition)
+    proc = live(
+        lookups=[SECURITY_ONLY[0].model_copy(update={"timeout_clock": "event"})],
+        miss_timeout_seconds=5,
+        event_time_idle_seconds=600,
+    )
+    db = tmp_path / "enriched.sqlite"
+    table = wait_for(has_rows(db, {"waits", "p0", "p1", "p2", "p3"}), "the timeout", proc, tmp_path)
+    assert (table["waits"]["status"], table["waits"]["miss_reason"]) == ("lookup_miss", "timeout")
