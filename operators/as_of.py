@@ -129,8 +129,6 @@ class AsOfJoin(ParkingJoin):
     def _apply(self, update: RefUpdate, now: float, out: list[Output]) -> None:
         key = update.lookup_id
         tally = self.tally
-        if self.config.row_ttl_seconds is not None:
-            self._refresh(update, self._record_clock(now))
         versions = self.history.get(key)
         row = None if update.row is None else (*update.row, update.version)
         valid_from = update.valid_from
@@ -167,6 +165,10 @@ class AsOfJoin(ParkingJoin):
         )
         times, rows = versions.times, versions.rows
         newest = self.newest[key] = (times[-1], rows[-1], times, rows)
+        if self.config.row_ttl_seconds is not None and valid_from >= newest[0]:
+            # Only the key's newest version refreshes it (or, a tombstone, ends its TTL):
+            # an older one arriving late changes neither.
+            self._refresh(update, self._record_clock(now))
         self.deleted.pop(key, None)
         if newest[1] is None:
             self.deleted[key] = newest[0]

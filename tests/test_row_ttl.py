@@ -88,3 +88,15 @@ def test_a_tombstone_clears_the_expiry() -> None:
     assert "K" not in join.expired
     assert join.process([event("a", "K")], 12.0) == []
     assert join.take_parcels(), "the event waits in a segment"
+
+
+def test_an_as_of_tombstone_older_than_the_newest_row_leaves_it_under_the_ttl() -> None:
+    join = new_join(replace(TTL, mode="as_of"))
+    join.process([row("K", at=5.0, version=2)], 5.0)
+    join.process([RefUpdate("K", None, None, "ref", at=1.0, valid_from=1.0)], 6.0)
+    assert join.refreshed == {"K": 5.0}, "the tombstone at 1 neither ends nor refreshes it"
+    join.expire(14.9)
+    assert "K" in join.history  # type: ignore[attr-defined]
+    join.expire(15.5)
+    assert "K" not in join.history  # type: ignore[attr-defined]
+    assert "K" in join.expired
