@@ -117,6 +117,12 @@ def _enrichment_text(report: Report) -> list[str]:
                 for w in e.lookups
             ],
         ),
+        *(
+            f"lookup {w.lookup!r} times out on the event clock: watermark {_time(w.watermark)} "
+            "(its deadlines are event times)"
+            for w in e.lookups
+            if w.watermark is not None
+        ),
     ]  # fmt: skip
     if e.most_pending:
         lines += ["", "lookup ids with the most pending events"]

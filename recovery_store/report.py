@@ -7,6 +7,7 @@ unpickler; older ones kept for backups are counted and measured, never opened.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from operators.enrichment import HELD, Pending
+from operators.event_clock import restored
 from operators.lookup_steps import shard_of_segment, step_of
 from operators.parking import waiting_in
 from operators.records import Event
@@ -106,6 +108,9 @@ class LookupWaiting:
     oldest_arrival: float | None
     earliest_deadline: float | None
     latest_deadline: float | None
+    watermark: float | None = None
+    """On the event clock, the lowest watermark of the join's shards (deadlines are then
+    event times); None on the processing clock."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +175,7 @@ class _Decoded:
     snap: Snapshot
     state: object
     kind: str
+    watermark: float | None = None
 
 
 class _Place(NamedTuple):
@@ -264,8 +270,11 @@ def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
     for snap in snaps:
         if snap.data is None:
             continue
+        watermark = None
         try:
             state = loads(snap.data)
+            if _is_join_state(state):
+                watermark = _watermark(state)  # type: ignore[arg-type]
             if _is_encoded_list(state) or _is_join_state(state):
                 state = waiting_in(state, loads_untrusted)
         except Exception as exc:
@@ -273,8 +282,17 @@ def _decode(snaps: Iterable[Snapshot]) -> list[_Decoded]:
                 f"snapshot of step {snap.step_id!r} key {snap.state_key!r} epoch {snap.epoch} "
                 f"(partition {snap.part_index}) cannot be decoded: {exc}"
             ) from exc
-        decoded.append(_Decoded(snap, state, _kind(state)))
+        decoded.append(_Decoded(snap, state, _kind(state), watermark))
     return decoded
+
+
+def _watermark(state: tuple[object, ...]) -> float | None:
+    """The event clock's watermark a join snapshot holds, if it holds one."""
+    extra = state[4] if len(state) > 4 else None
+    clock = restored(extra.get("watermark")) if isinstance(extra, dict) else None
+    if clock is None or type(clock[1]) is not float or not math.isfinite(clock[1]):
+        return None
+    return clock[1]
 
 
 def _deadline(waiting: Pending) -> float | None:
@@ -372,6 +390,7 @@ def _lookup_waiting(lookup: str, items: list[_Decoded]) -> LookupWaiting:
         min((waiting.arrived for waiting in waits), default=None),
         min(deadlines, default=None),
         max(deadlines, default=None),
+        min((item.watermark for item in items if item.watermark is not None), default=None),
     )
 
 
@@ -440,7 +459,7 @@ def _screen(decoded: list[_Decoded]) -> tuple[list[_Decoded], list[str]]:
                     f"{snap.epoch} (partition {snap.part_index}), waiting event {position}: "
                     f"{problem}; left out of the figures"
                 )
-        kept.append(_Decoded(item.snap, valid, item.kind))
+        kept.append(_Decoded(item.snap, valid, item.kind, item.watermark))
     return kept, problems
 
 

@@ -26,6 +26,11 @@ from test_recovery_scaleout import (
     resume_epochs,
 )
 
+from recovery_store.render import as_text
+from recovery_store.report import build_report
+from recovery_store.store import read_store
+from sources.demo import slot_time
+
 EVENTS = 20_000
 REFERENCES = 2_000
 TIMEOUT = 1.5
@@ -74,6 +79,12 @@ def test_killed_three_times_the_table_is_the_uninterrupted_one(
     epochs = resume_epochs(tmp_path / "recovery")
     assert len(epochs) == 4 and epochs == sorted(epochs), epochs
     assert_same_outcome(outcome(tmp_path), uninterrupted)
+    # The inspector shows each event-clock lookup's watermark: the last quote's time here.
+    report = build_report(read_store(tmp_path / "recovery"))
+    watermarks = {each.lookup: each.watermark for each in report.enrichment.lookups}
+    last_quote = slot_time(EVENTS - 1)
+    assert watermarks["security"] == pytest.approx(last_quote, abs=0.01), watermarks
+    assert "lookup 'security' times out on the event clock: watermark" in as_text(report)
 
 
 def test_a_paced_run_matches_an_unpaced_one(uninterrupted: Outcome, tmp_path: Path) -> None:
