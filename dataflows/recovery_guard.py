@@ -11,7 +11,7 @@ without recovery, and nothing is checked.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,13 +22,15 @@ from bytewax.outputs import FixedPartitionedSink
 from dataflows.run_args import recovery_directory
 from dataflows.settings import Settings
 from operators import routing
-from operators.lookup_steps import JOIN_PREFIX, step_of
+from operators.lookup_steps import JOIN_PREFIX, join_step, step_of
 from recovery_store import trust
 from recovery_store.layout import (
     Change,
+    ClockChange,
     ShardCountChange,
     StepLayout,
     changes,
+    clock_changes,
     shard_count_changes,
     waiting_events,
 )
@@ -108,7 +110,11 @@ def _that_lose_events(found: list[Change], store: Store) -> list[Change]:
 
 
 def problems(
-    directory: Path, flow: Dataflow, shard_names: list[str], trusted_group: int | None = None
+    directory: Path,
+    flow: Dataflow,
+    shard_names: list[str],
+    trusted_group: int | None = None,
+    clocks: Mapping[str, str] | None = None,
 ) -> str | None:
     """Why the run must not open `directory`, as a message for a person; None when it may."""
     try:
@@ -129,9 +135,10 @@ def problems(
         keys = _that_lose_events(keys, read_store(directory, trusted_group=trusted_group))
     # Shard names only grow with the count, so more shards fit the stored keys; the count
     # the joins recorded tells.
-    found: list[Change | ShardCountChange] = [
+    found: list[Change | ShardCountChange | ClockChange] = [
         *keys,
         *shard_count_changes(store, len(shard_names)),
+        *clock_changes(store, clocks or {}),
     ]
     if not found:
         return None
@@ -155,8 +162,12 @@ def refuse_unsafe_store(flow: Dataflow, settings: Settings) -> None:
     directory = recovery_directory()
     if directory is None:
         return
+    clocks = {
+        f"{flow.flow_id}.{join_step(lookup.name)}": settings.clock_of(lookup)
+        for lookup in settings.lookups
+    }
     message = problems(
-        directory, flow, routing.names(settings.shards), settings.recovery_trusted_group
+        directory, flow, routing.names(settings.shards), settings.recovery_trusted_group, clocks
     )
     if message is not None:
         print(f"enrich: {message}", file=sys.stderr)

@@ -346,9 +346,11 @@ class ParkingJoin(ShardEnricher):
         return list(self.held), self.book, self.segments, self.config.shards, extra
 
     def _extra_state(self) -> dict[str, Any]:
+        # The clock is recorded so a resume on the other one is refused while events wait
+        # (`dataflows.recovery_guard`): their deadlines and segments are in its time.
         if self.watermark is None:
-            return {}
-        return {"watermark": self.watermark.state()}
+            return {"clock": "processing"}
+        return {"clock": "event", "watermark": self.watermark.state()}
 
 
 class Segment(ShardEnricher):

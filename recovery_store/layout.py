@@ -165,3 +165,52 @@ def shard_count_changes(store: Store, shards: int) -> list[ShardCountChange]:
         for step_id, stored in sorted(counts.items())
         if stored != {shards}
     ]
+
+
+@dataclass(frozen=True)
+class ClockChange:
+    """A lookup whose stored join waits on events timed on another clock than the new one."""
+
+    step_id: str
+    stored: str
+    now: str
+    waiting: int
+
+    def __str__(self) -> str:
+        return (
+            f"step {self.step_id!r} (ENRICH_TIMEOUT_CLOCK, or the lookup's timeout_clock): "
+            f"{self.waiting} events wait with deadlines on the {self.stored} clock, this "
+            f"dataflow runs it on the {self.now} clock; their deadlines and segments are "
+            f"in {self.stored} time, so they would time out at once or not until the end"
+        )
+
+
+def clock_changes(store: Store, clocks: Mapping[str, str]) -> list[ClockChange]:
+    """Joins, as a restart would load them, whose events wait on another clock than
+    `clocks` (step id to clock) gives; a join with nothing waiting may change clock.
+
+    Like `shard_count_changes`: the joins' bytes, the restricted unpickler, a trusted
+    store only. Snapshots before the clock was recorded are on the processing clock.
+    """
+    found: dict[str, tuple[str, int]] = {}
+    for snap in resume_snapshots(store, resume_point(store)):
+        of = step_of(snap.step_id)
+        if of is None or of.parked or not snap.data or snap.step_id not in clocks:
+            continue
+        try:
+            state = loads(snap.data)
+        except Exception:  # Not state of ours: other checks say so.
+            continue
+        if not isinstance(state, tuple) or len(state) < 3 or not isinstance(state[2], dict):
+            continue
+        extra = state[4] if len(state) > 4 and isinstance(state[4], dict) else {}
+        stored = extra.get("clock", "processing")
+        # Held events have no deadline yet: only parked ones are timed.
+        waiting = sum(totals[0] for totals in state[2].values())
+        if stored != clocks[snap.step_id] and waiting:
+            _, before = found.get(snap.step_id, (stored, 0))
+            found[snap.step_id] = (stored, before + waiting)
+    return [
+        ClockChange(step_id, stored, clocks[step_id], waiting)
+        for step_id, (stored, waiting) in sorted(found.items())
+    ]

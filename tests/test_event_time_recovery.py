@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from flowrun import flow_env, init_recovery, start_flow
+from flowrun import flow_env, init_recovery, resume_point, start_flow
 from test_recovery_scaleout import (
     Outcome,
     assert_same_outcome,
@@ -107,3 +107,18 @@ def test_the_processing_clock_depends_on_the_run(tmp_path: Path) -> None:
         sum(1 for row in outcome(work).table if row[4] == "timeout") for work in (fast, slow)
     ]
     assert timeouts[0] < timeouts[1], timeouts
+
+
+def test_a_resume_on_the_other_clock_is_refused_while_events_wait(tmp_path: Path) -> None:
+    """Waiting events' deadlines and segments are in their clock's time: on the processing
+    clock, event-time deadlines of 2023 would all be past at once. Refused (exit 2) naming
+    the setting; the same store resumes on its own clock."""
+    args = init_recovery(tmp_path)
+    proc = start_flow(tmp_path, args, env(tmp_path, demo_rate=5_000), "crash.log")
+    kill_when(proc, tmp_path / "enriched.sqlite", 3_000, tmp_path, "crash.log")
+    assert resume_point(tmp_path / "recovery").pending, "the kill left no waiting event"
+    refused = start_flow(tmp_path, args, env(tmp_path, timeout_clock="processing"), "other.log")
+    assert refused.wait(timeout=120) == 2
+    message = (tmp_path / "other.log").read_text()
+    assert "ENRICH_TIMEOUT_CLOCK" in message and "on the event clock" in message, message
+    run(tmp_path, args)

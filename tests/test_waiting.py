@@ -186,7 +186,7 @@ def test_a_join_records_its_shard_count_and_resumes_a_snapshot_that_did_not() ->
     join.process([event("e1", "A")], now=1.5)
     held, book, segments, shards, extra = pickle.loads(pickle.dumps(join.snapshot()))
     assert shards == 64 and book == {"A": {1: 1}}
-    assert extra == {}, "the processing clock and the latest mode add nothing"
+    assert extra == {"clock": "processing"}, "the clock, so a resume on the other is refused"
     earlier = ParkingJoin(config, (held, book, segments))
     assert earlier.book == book and earlier.pending_count == 1
     assert earlier.snapshot()[3] == 64
