@@ -6,6 +6,7 @@ always talk to the same tables.
 
 from __future__ import annotations
 
+import sqlite3
 from contextlib import closing
 from typing import Any
 
@@ -63,3 +64,8 @@ def cannot_open(settings: Settings) -> str | None:
             return None
     except CannotOpen as exc:
         return f"{exc}. Set ENRICH_SQLITE_PATH to a file where this user can write."
+    except sqlite3.OperationalError as exc:  # still locked when the busy timeout ran out
+        return (
+            f"{settings.sqlite_path} (ENRICH_SQLITE_PATH) stayed locked by another process "
+            f"for the whole busy timeout: {exc}. Stop whatever holds it, or use another file."
+        )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from sinks.sql import (
 )
 from sinks.table import ColumnType, Table
 
+_WAL_RETRY_SECONDS = 0.05
 _TYPES: dict[ColumnType, str] = {
     "str": "TEXT",
     "int": "INTEGER",
@@ -84,7 +86,7 @@ class SqliteDialect:
         except (OSError, sqlite3.OperationalError) as exc:
             raise self._cannot_open(exc) from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._set_wal(conn)
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.OperationalError as exc:
             conn.close()
@@ -95,6 +97,24 @@ class SqliteDialect:
             conn.close()
             raise
         return conn
+
+    def _set_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL, waiting out another process doing the same.
+
+        SQLite answers a journal mode change with "database is locked" at once,
+        without its busy handler, when another connection is changing it too
+        (it would deadlock otherwise): two processes of one run starting
+        together met it. Retried within the busy timeout, as the handler would.
+        """
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if not self.is_transient(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(_WAL_RETRY_SECONDS)
 
     def _cannot_open(self, exc: BaseException) -> CannotOpen:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -448,3 +449,53 @@ def test_on_commit_is_told_each_committed_chunk_after_its_commit(dialect: Sqlite
     partition.write_batch([[enriched("e1"), enriched("e2"), enriched("e3")]])
     partition.close()
     assert told == [(["e1", "e2"], 2), (["e3"], 3)]
+
+
+class _RacingConnection:
+    """A connection whose first journal-mode changes meet another process making the same
+    change: SQLite then answers "database is locked" at once, without its busy handler."""
+
+    def __init__(self, conn: sqlite3.Connection, refusals: list[str], times: int) -> None:
+        self._conn = conn
+        self._refusals = refusals
+        self._times = times
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA journal_mode") and len(self._refusals) < self._times:
+            self._refusals.append(sql)
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = sqlite3.SQLITE_BUSY  # type: ignore[attr-defined]
+            raise exc
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+
+@pytest.mark.parametrize(("refusals", "opens"), [(2, True), (1_000, False)])
+def test_switching_to_wal_waits_out_another_process_switching(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusals: int, opens: bool
+) -> None:
+    """Two processes of one run starting together: the second waits, within the busy
+    timeout, instead of stopping with a traceback; past it, the entry point's check says
+    so in a sentence."""
+    from dataflows.database import cannot_open
+    from dataflows.settings import load_settings
+
+    real = sqlite3.connect
+    seen: list[str] = []
+    monkeypatch.setattr(
+        "sinks.sqlite.sqlite3.connect",
+        lambda *args, **kwargs: _RacingConnection(real(*args, **kwargs), seen, refusals),
+    )
+    quick = functools.partial(SqliteDialect, busy_timeout_seconds=0.3)
+    monkeypatch.setattr("dataflows.database.SqliteDialect", quick)
+    path = tmp_path / "shared.sqlite"
+    problem = cannot_open(load_settings(sqlite_path=path))
+    if opens:
+        assert problem is None and len(seen) == 2
+        with closing(real(path)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    else:
+        assert problem is not None and "stayed locked by another process" in problem
+        assert "ENRICH_SQLITE_PATH" in problem
