@@ -26,6 +26,7 @@ from test_recovery_scaleout import (
     resume_epochs,
 )
 
+from config.lookups import DEMO_LOOKUPS
 from recovery_store.render import as_text
 from recovery_store.report import build_report
 from recovery_store.store import read_store
@@ -122,3 +123,30 @@ def test_a_resume_on_the_other_clock_is_refused_while_events_wait(tmp_path: Path
     message = (tmp_path / "other.log").read_text()
     assert "ENRICH_TIMEOUT_CLOCK" in message and "on the event clock" in message, message
     run(tmp_path, args)
+
+
+AS_OF = [
+    DEMO_LOOKUPS[0].model_copy(
+        update={"mode": "as_of", "valid_from": "field", "valid_from_field": "valid_from"}
+    ),
+    *DEMO_LOOKUPS[1:],
+]
+"""The demo's chain with the securities joined as of each quote's time."""
+
+
+def test_an_as_of_lookup_killed_twice_gives_the_uninterrupted_table(tmp_path: Path) -> None:
+    """The histories are rebuilt from the source on every start, waiting events' times come
+    from the snapshot: versions (the sector change) and statuses as in one run."""
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    run(whole, [], lookups=AS_OF)
+    expected = outcome(whole)
+    versions = Counter(row[5] for row in expected.table if row[3] != "lookup_miss")  # ref_version
+    assert versions[1] and versions[2], versions  # both versions of updated rows are joined
+    args = init_recovery(tmp_path)
+    for number, rows in enumerate((3_000, 9_000)):
+        log = f"crash{number}.log"
+        proc = start_flow(tmp_path, args, env(tmp_path, demo_rate=5_000, lookups=AS_OF), log)
+        kill_when(proc, tmp_path / "enriched.sqlite", rows, tmp_path, log)
+    run(tmp_path, args, lookups=AS_OF)
+    assert_same_outcome(outcome(tmp_path), expected)
