@@ -81,6 +81,8 @@ SMOKE_RUNS: dict[str, tuple[list[str], list[str]]] = {
             "| as_of, 4 versions per key, events spread over them (3 in 4 bisect) | 2,000 |",
             "| as_of: `versions.at(when)` (method, `row_at`, `bisect_right`) |",
             "| as_of, events spread over the versions (3 in 4 bisect) | 2,000 |",
+            "| ratio to latest, events only |",
+            "| as_of: the versions alone, no event | 0 |",
             "| bytes per version beyond the first |",
             "| latest | 1,000 | 1 |",
             "| as_of | 1,000 | 4 |",
