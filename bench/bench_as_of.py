@@ -33,9 +33,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -48,7 +46,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_enrich import CountSink, machine, run_with_recovery, sharded_flow  # noqa: E402
+from bench.bench_enrich import (  # noqa: E402
+    CountSink,
+    in_subprocess,
+    machine,
+    run_with_recovery,
+    sharded_flow,
+)
 from operators import routing  # noqa: E402
 from operators.as_of import AsOfJoin, new_join  # noqa: E402
 from operators.decode import Decoder, ReferenceSchema  # noqa: E402
@@ -61,6 +65,8 @@ BATCH = 1_000
 """Events per `process()` call."""
 T0 = 1.7e9
 STEP = 100.0
+HERE = "bench.bench_as_of"
+"""This module, as a fresh interpreter imports it for the memory cases."""
 """Seconds between two versions of a key."""
 SECTORS = ["Energy", "Materials", "Industrials", "Utilities", "Health Care", "Financials"]
 EXCHANGES = ["XNYS", "XNAS", "XLON", "XTKS", "XPAR"]
@@ -436,32 +442,17 @@ def _row_json(i: int, k: int) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode()
 
 
-def _in_subprocess(func: str, *args: Any) -> Any:
-    """Run a measurement in a fresh interpreter: the JSON parser's string cache is global,
-    so strings an earlier case allocated would be shared, uncounted, with a later one."""
-    code = f"import json, bench.bench_as_of as b; print(json.dumps(b.{func}(*{args!r})))"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
 def memory_table(keys: int, depths: tuple[int, ...]) -> list[str]:
     lines = [
         "| mode | keys | versions per key | bytes per key held | peak bytes per key "
         "| bytes per version beyond the first |",
         "|---|---|---|---|---|---|",
     ]
-    held, peak = _in_subprocess("measure_memory", "latest", keys, 1)
+    held, peak = in_subprocess("measure_memory", "latest", keys, 1, module=HERE)
     lines.append(f"| latest | {keys:,} | 1 | {held:,.0f} | {peak:,.0f} | - |")
     first = 0.0
     for kept in (1, *(depth for depth in depths if depth > 1)):
-        held, peak = _in_subprocess("measure_memory", "as_of", keys, kept)
+        held, peak = in_subprocess("measure_memory", "as_of", keys, kept, module=HERE)
         first = first or held
         extra = f"{(held - first) / (kept - 1):,.0f}" if kept > 1 else "-"
         lines.append(f"| as_of | {keys:,} | {kept} | {held:,.0f} | {peak:,.0f} | {extra} |")

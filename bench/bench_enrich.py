@@ -384,9 +384,10 @@ def bench_demo(events_count: int = 200_000, references: int = 10_000) -> list[st
     return lines
 
 
-def _in_subprocess(func: str, *args: Any) -> Any:
-    """Run a measurement in a fresh interpreter so earlier runs do not skew it."""
-    code = f"import json, bench.bench_enrich as b; print(json.dumps(b.{func}(*{args!r})))"
+def in_subprocess(func: str, *args: Any, module: str = "bench.bench_enrich") -> Any:
+    """Run `module.func(*args)` in a fresh interpreter so earlier runs do not skew it (nor
+    the JSON parser's global string cache share strings between cases); its JSON result."""
+    code = f"import json, {module} as b; print(json.dumps(b.{func}(*{args!r})))"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -432,19 +433,19 @@ def main() -> None:
         snapshot_args = ((100, 1_000), 10)
         demo_sizes = (2_000, 100)
     sections: dict[str, Callable[[], Iterator[str] | list[str]]] = {
-        "step": lambda: _in_subprocess("bench_step", args.events, args.rows),
+        "step": lambda: in_subprocess("bench_step", args.events, args.rows),
         "memory": lambda: [
             "| rows held | columns in the row | columns kept | bytes per row held "
             "| peak bytes per row while loading |",
             "|---|---|---|---|---|",
             *(
                 "| {:,} | {} | {} | {:,.0f} | {:,.0f} |".format(
-                    n, width, kept, *_in_subprocess("measure_memory", n, width, kept)
+                    n, width, kept, *in_subprocess("measure_memory", n, width, kept)
                 )
                 for n, width, kept in memory_sizes
             ),
         ],
-        "snapshot": lambda: _in_subprocess("bench_snapshot", *snapshot_args),
+        "snapshot": lambda: in_subprocess("bench_snapshot", *snapshot_args),
         "demo": lambda: bench_demo(*demo_sizes),
     }
     print(f"Machine: {machine()}\n")
