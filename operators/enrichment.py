@@ -478,14 +478,17 @@ class ShardEnricher:
         queue = self.pending.pop(key)
         self._live_head = None
         for blob in queue:
-            waiting = decoded(blob)
             self.pending_bytes -= compact.size(blob)
-            waited_ms = (now - waiting.arrived) * 1000.0
-            out.append(Joined(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
-            self.tally.late_waits_ms.append(waited_ms)
-        self.tally.late += len(queue)
+            self._late(decoded(blob), row, now, out)
         self.pending_count -= len(queue)
         self.tally.pending_delta -= len(queue)
+
+    def _late(self, waiting: Pending, row: tuple[Any, ...], now: float, out: list[Output]) -> None:
+        """One waiting event out late-enriched with `row`, its wait counted."""
+        waited_ms = (now - waiting.arrived) * 1000.0
+        out.append(Joined(waiting.event, row, row[-1], Status.LATE_ENRICHED, None, waited_ms))
+        self.tally.late_waits_ms.append(waited_ms)
+        self.tally.late += 1
 
     def _miss(self, waiting: Pending, reason: MissReason, now: float, out: list[Output]) -> None:
         config = self.config

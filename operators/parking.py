@@ -55,7 +55,7 @@ from operators.enrichment import (
 from operators.event_clock import Watermark, restored
 from operators.history import row_at
 from operators.lookup_steps import segment_key
-from operators.records import Event, Joined, MissReason, PartitionTime, Status
+from operators.records import Event, MissReason, PartitionTime
 
 SEGMENT_SECONDS = 1.0
 """One segment per shard per second of misses: about one epoch, so a segment is
@@ -408,12 +408,7 @@ class Segment(ShardEnricher):
             if at is not None and waiting.deadline < at:
                 self._miss(waiting, MissReason.TIMEOUT, now, out)
                 continue
-            waited_ms = (now - waiting.arrived) * 1000.0
-            out.append(
-                Joined(waiting.event, found, found[-1], Status.LATE_ENRICHED, None, waited_ms)
-            )
-            self.tally.late_waits_ms.append(waited_ms)
-            self.tally.late += 1
+            self._late(waiting, found, now, out)
         if staying:
             self.pending[key] = staying
 
